@@ -1,0 +1,96 @@
+"""Language models: the ``Model`` interface, the provider registry and the test doubles.
+
+``get_model("openai:gpt-5-mini")`` resolves a ``"provider:model"`` string through a
+registry of factories. Set ``ALLOW_MODEL_REQUESTS = False`` to make every real
+provider refuse to send a request (the test suite does), loopback servers excepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from rlmx.exceptions import ConfigError, UnknownProviderError
+from rlmx.models.base import (
+    Message,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    estimate_tokens,
+)
+from rlmx.models.openai import PRESETS, OpenAIChatModel
+from rlmx.models.test import FunctionModel, ModelCall, ScriptedModel
+
+__all__ = [
+    "ALLOW_MODEL_REQUESTS",
+    "FunctionModel",
+    "Message",
+    "Model",
+    "ModelCall",
+    "ModelResponse",
+    "ModelSettings",
+    "OpenAIChatModel",
+    "ScriptedModel",
+    "estimate_tokens",
+    "get_model",
+    "known_providers",
+    "register_provider",
+]
+
+ALLOW_MODEL_REQUESTS = True
+"""Switch off to make real providers refuse to send requests (loopback servers excepted)."""
+
+ModelFactory = Callable[..., Model]
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_provider(name: str, factory: ModelFactory) -> None:
+    """Make ``"name:model"`` strings resolve through ``factory(model_name, **kwargs)``."""
+    _REGISTRY[name] = factory
+
+
+def known_providers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _openai_factory(provider: str) -> ModelFactory:
+    def factory(model_name: str, **kwargs: Any) -> Model:
+        return OpenAIChatModel(model_name, provider=provider, **kwargs)
+
+    return factory
+
+
+for _preset in PRESETS:
+    register_provider(_preset, _openai_factory(_preset))
+
+
+def get_model(spec: str | Model, *, base_url: str | None = None, **kwargs: Any) -> Model:
+    """Resolve ``"provider:model"`` (or return a ``Model`` unchanged).
+
+    ``base_url`` points any OpenAI-compatible preset at another server. A bare model
+    name with a ``base_url`` means "an OpenAI-compatible server at that URL".
+    """
+    if isinstance(spec, Model):
+        return spec
+    spec = spec.strip()
+    provider, sep, model_name = spec.partition(":")
+    if not sep:
+        if base_url is not None and spec:
+            provider, model_name = "openai", spec
+        else:
+            raise ConfigError(
+                f"Model {spec!r} has no provider: write it as 'provider:model' "
+                f"(e.g. 'openai:{spec or 'gpt-5-mini'}'), or give --base-url for an "
+                "OpenAI-compatible server."
+            )
+    if not model_name:
+        raise ConfigError(f"Model {spec!r} names no model after {provider!r}:.")
+    factory = _REGISTRY.get(provider)
+    if factory is None:
+        known = known_providers()
+        close = difflib.get_close_matches(provider, known, n=1, cutoff=0.5)
+        raise UnknownProviderError(provider, known, close[0] if close else None)
+    if base_url is not None:
+        kwargs["base_url"] = base_url
+    return factory(model_name, **kwargs)

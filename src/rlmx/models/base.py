@@ -1,0 +1,116 @@
+"""The one interface every language-model provider implements: ``Model.request``."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+from rlmx.usage import RequestUsage
+
+__all__ = [
+    "Message",
+    "Model",
+    "ModelResponse",
+    "ModelSettings",
+    "estimate_tokens",
+    "messages_to_dicts",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def messages_to_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [m.to_dict() for m in messages]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Sampling and request settings; ``None`` leaves the provider's default."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    timeout_s: float | None = None
+    stop: tuple[str, ...] | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Provider-specific fields passed through as they are (e.g. ``reasoning_effort``)."""
+
+    def merged(self, other: ModelSettings | None) -> ModelSettings:
+        """``other``'s explicitly set fields win over ``self``'s."""
+        if other is None:
+            return self
+        changes: dict[str, Any] = {}
+        for name in ("temperature", "max_tokens", "top_p", "seed", "timeout_s", "stop"):
+            value = getattr(other, name)
+            if value is not None:
+                changes[name] = value
+        if other.extra_body:
+            changes["extra_body"] = {**self.extra_body, **other.extra_body}
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """What one request returned."""
+
+    text: str
+    usage: RequestUsage
+    model_name: str
+    """The model that answered, as the provider named it (used for pricing)."""
+    finish_reason: str | None = None
+
+
+def estimate_tokens(text: str) -> int:
+    """A deterministic, tokenizer-free estimate (about four characters a token)."""
+    return max(1, (len(text) + 3) // 4)
+
+
+class Model(abc.ABC):
+    """A language model reachable through one async call.
+
+    Subclasses implement :meth:`request`. ``name`` is the ``"provider:model"`` string the
+    user wrote (it labels usage and traces); ``model_name`` is the provider's own id (it
+    selects prices).
+    """
+
+    name: str
+    model_name: str
+    context_window: int | None = None
+    default_settings: ModelSettings = ModelSettings()
+
+    @abc.abstractmethod
+    async def request(
+        self, messages: Sequence[Message], settings: ModelSettings | None = None
+    ) -> ModelResponse:
+        """Send ``messages`` and return the reply with its usage."""
+
+    def cost_of(self, usage: RequestUsage, response_model: str | None = None) -> Decimal | None:
+        """USD cost of one request, from the price table; ``None`` when the price is unknown.
+
+        ``response_model`` is the model id the provider reported (often a dated snapshot).
+        """
+        from rlmx.pricing import cost_of
+
+        cost = cost_of(response_model, usage) if response_model else None
+        return cost if cost is not None else cost_of(self.model_name, usage)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most models hold nothing
+        """Release network resources. Safe to call more than once."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

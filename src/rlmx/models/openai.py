@@ -1,0 +1,255 @@
+"""OpenAI Chat Completions, for OpenAI and every server that speaks its protocol.
+
+One class serves OpenAI, OpenRouter, vLLM, Ollama, LM Studio, the llama.cpp server,
+Groq and Together: a *preset* gives the base URL and the variable holding the key.
+Requests go through the SDK's aiohttp transport, which costs far less CPU per request
+than the default httpx transport when hundreds of sub-calls are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+
+from rlmx.exceptions import (
+    ConfigError,
+    ModelAPIError,
+    ModelConnectionError,
+    ModelRequestsDisabled,
+    ModelResponseError,
+)
+from rlmx.models.base import Message, Model, ModelResponse, ModelSettings, messages_to_dicts
+from rlmx.usage import RequestUsage
+
+__all__ = ["PRESETS", "OpenAIChatModel", "OpenAIPreset", "requests_allowed"]
+
+# Local servers ignore the key, but the SDK refuses to start without one.
+_PLACEHOLDER_KEY = "not-needed"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIPreset:
+    """Where an OpenAI-compatible provider lives and how it is authenticated."""
+
+    base_url: str
+    key_env: str | None
+    key_required: bool
+    base_url_env: str | None = None
+
+
+PRESETS: dict[str, OpenAIPreset] = {
+    "openai": OpenAIPreset(
+        "https://api.openai.com/v1", "OPENAI_API_KEY", True, base_url_env="OPENAI_BASE_URL"
+    ),
+    "openrouter": OpenAIPreset("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", True),
+    "groq": OpenAIPreset("https://api.groq.com/openai/v1", "GROQ_API_KEY", True),
+    "together": OpenAIPreset("https://api.together.xyz/v1", "TOGETHER_API_KEY", True),
+    "vllm": OpenAIPreset(
+        "http://localhost:8000/v1", "VLLM_API_KEY", False, base_url_env="VLLM_BASE_URL"
+    ),
+    "ollama": OpenAIPreset(
+        "http://localhost:11434/v1", None, False, base_url_env="OLLAMA_BASE_URL"
+    ),
+    "lmstudio": OpenAIPreset(
+        "http://localhost:1234/v1", None, False, base_url_env="LMSTUDIO_BASE_URL"
+    ),
+    "llamacpp-server": OpenAIPreset(
+        "http://localhost:8080/v1", "LLAMACPP_API_KEY", False, base_url_env="LLAMACPP_BASE_URL"
+    ),
+}
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def requests_allowed(base_url: str) -> bool:
+    """Whether a real request to ``base_url`` may be sent now.
+
+    ``rlmx.models.ALLOW_MODEL_REQUESTS = False`` (or ``RLMX_ALLOW_MODEL_REQUESTS=0`` in the
+    environment, which child processes inherit) blocks every request that could cost
+    money. Loopback servers stay allowed: they are the test suite's own.
+    """
+    import rlmx.models as models_pkg
+
+    env = os.environ.get("RLMX_ALLOW_MODEL_REQUESTS", "").strip().lower()
+    allowed = models_pkg.ALLOW_MODEL_REQUESTS and env not in {"0", "false", "no"}
+    return allowed or _is_loopback(base_url)
+
+
+class OpenAIChatModel(Model):
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        provider: str = "openai",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        settings: ModelSettings | None = None,
+        context_window: int | None = None,
+        timeout_s: float = 600.0,
+        max_retries: int = 2,
+    ) -> None:
+        preset = PRESETS.get(provider, PRESETS["openai"])
+        env_base = os.environ.get(preset.base_url_env) if preset.base_url_env else None
+        self.base_url = (base_url or env_base or preset.base_url).rstrip("/")
+        custom_endpoint = self.base_url != preset.base_url.rstrip("/")
+        if api_key is None and preset.key_env:
+            api_key = os.environ.get(preset.key_env) or None
+        if api_key is None:
+            if preset.key_required and not custom_endpoint:
+                raise ConfigError(
+                    f"No API key for {provider}: set {preset.key_env} "
+                    f"(or pass api_key=... / --base-url for a server that needs none)."
+                )
+            api_key = _PLACEHOLDER_KEY
+        self.provider = provider
+        self.name = f"{provider}:{model_name}"
+        self.model_name = model_name
+        self.default_settings = settings or ModelSettings()
+        if context_window is None:
+            from rlmx.pricing import context_window as known_window
+
+            context_window = known_window(model_name)
+        self.context_window = context_window
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._max_retries = max_retries
+        # aiohttp sessions belong to one event loop: keep one client per loop.
+        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        self._warned_no_usage = False
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for stale in [lp for lp in self._clients if lp.is_closed()]:
+                del self._clients[stale]
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                timeout=self._timeout_s,
+                max_retries=self._max_retries,
+                http_client=openai.DefaultAioHttpClient(timeout=self._timeout_s),
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - aclose is async, a loop always runs
+            return
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.close()
+
+    def _request_kwargs(
+        self, messages: Sequence[Message], settings: ModelSettings
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model_name, "messages": messages_to_dicts(messages)}
+        if settings.temperature is not None:
+            kwargs["temperature"] = settings.temperature
+        if settings.max_tokens is not None:
+            kwargs["max_tokens"] = settings.max_tokens
+        if settings.top_p is not None:
+            kwargs["top_p"] = settings.top_p
+        if settings.seed is not None:
+            kwargs["seed"] = settings.seed
+        if settings.stop:
+            kwargs["stop"] = list(settings.stop)
+        if settings.timeout_s is not None:
+            kwargs["timeout"] = settings.timeout_s
+        if settings.extra_body:
+            kwargs["extra_body"] = dict(settings.extra_body)
+        return kwargs
+
+    async def request(
+        self, messages: Sequence[Message], settings: ModelSettings | None = None
+    ) -> ModelResponse:
+        if not requests_allowed(self.base_url):
+            raise ModelRequestsDisabled(
+                f"Refusing to call {self.name} at {self.base_url}: model requests are disabled "
+                "(rlmx.models.ALLOW_MODEL_REQUESTS is False or RLMX_ALLOW_MODEL_REQUESTS=0).",
+                model=self.name,
+            )
+        merged = self.default_settings.merged(settings)
+        try:
+            completion = await self._client().chat.completions.create(
+                **self._request_kwargs(messages, merged)
+            )
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except openai.APIConnectionError as exc:
+            raise ModelConnectionError(
+                f"Could not reach {self.name} at {self.base_url}: {exc.message or exc}. "
+                "Check that the server is running and the base URL is right.",
+                model=self.name,
+            ) from None
+        except openai.OpenAIError as exc:
+            raise ModelResponseError(
+                f"{self.name} returned an unusable response: {exc}", model=self.name
+            ) from None
+        return self._to_response(completion)
+
+    def _status_error(self, exc: openai.APIStatusError) -> ModelAPIError:
+        status = exc.status_code
+        detail = exc.message
+        hint = ""
+        if status == 401:
+            preset = PRESETS.get(self.provider)
+            var = preset.key_env if preset and preset.key_env else "the API key"
+            hint = f" Check {var}."
+        elif status == 404:
+            hint = f" Check the model name {self.model_name!r} and the base URL {self.base_url}."
+        elif status == 429:
+            hint = " The provider is rate limiting; slow down or raise your quota."
+        return ModelAPIError(
+            f"{self.name} failed with HTTP {status}: {detail}.{hint}",
+            model=self.name,
+            status=status,
+            body=exc.body,
+        )
+
+    def _to_response(self, completion: Any) -> ModelResponse:
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            raise ModelResponseError(f"{self.name} returned no choices", model=self.name)
+        choice = choices[0]
+        text = choice.message.content or ""
+        usage = completion.usage
+        if usage is None:
+            if not self._warned_no_usage:
+                self._warned_no_usage = True
+                warnings.warn(
+                    f"{self.name} at {self.base_url} reported no token usage; "
+                    "its requests are counted with zero tokens.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            request_usage = RequestUsage()
+        else:
+            prompt_details = getattr(usage, "prompt_tokens_details", None)
+            completion_details = getattr(usage, "completion_tokens_details", None)
+            request_usage = RequestUsage(
+                input_tokens=usage.prompt_tokens or 0,
+                output_tokens=usage.completion_tokens or 0,
+                cached_input_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+                reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+            )
+        return ModelResponse(
+            text=text,
+            usage=request_usage,
+            model_name=completion.model or self.model_name,
+            finish_reason=choice.finish_reason,
+        )
