@@ -151,10 +151,19 @@ def test_missing_path_says_what_to_do(tmp_path: Path) -> None:
     assert isinstance(info.value, UserError)
 
 
-def test_missing_path_among_several(tmp_path: Path) -> None:
+def test_missing_path_among_several_fails_before_reading_stdin(tmp_path: Path) -> None:
     ok = write(tmp_path / "a.txt", "a")
+    stdin = io.BytesIO(b"unread")
     with pytest.raises(ContextError, match="nope"):
-        load(ok, tmp_path / "nope")
+        load_context(["-", str(ok), str(tmp_path / "nope")], stdin=stdin)
+    assert stdin.tell() == 0
+
+
+def test_path_objects_are_accepted(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.txt", "a")
+    b = write(tmp_path / "b.txt", "b")
+    loaded = load_context([a, b])  # type: ignore[list-item]
+    assert loaded.value == {str(a): "a", str(b): "b"}
 
 
 def test_broken_symlink_named_explicitly(tmp_path: Path) -> None:

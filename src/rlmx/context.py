@@ -227,13 +227,13 @@ def load_context(
     are skipped with a warning; malformed JSON found in a directory is kept as text with
     a warning, while the same problem in a file the caller named raises ``ContextError``.
     """
-    if isinstance(paths, str):
-        paths = [paths]
+    # A bare str is a Sequence[str] too; iterating its characters would be a silent bug.
+    paths = [paths] if isinstance(paths, str) else [os.fspath(p) for p in paths]
     if not paths:
         raise ContextError(
             "no context paths given; pass a file, a directory, or - to read standard input"
         )
-    if list(paths).count("-") > 1:
+    if paths.count("-") > 1:
         raise ContextError("- (standard input) can be given only once as a context path")
     loader = _Loader(include, exclude, stdin)
     value: ContextValue
@@ -251,17 +251,17 @@ def load_context(
             else:
                 value = loader.single_file(path, raw)
     else:
+        # Check every path before reading any, so a typo in the last one fails fast.
+        checked = [(raw, None if raw == "-" else _existing_path(raw)) for raw in paths]
         loaded: dict[str, Any] = {}
-        for raw in paths:
-            if raw == "-":
+        for raw, target in checked:
+            if target is None:
                 loader.add_stdin(loaded)
-                continue
-            path = _existing_path(raw)
-            if path.is_dir():
-                loader.walk(path, PurePosixPath(path.as_posix()), loaded)
+            elif target.is_dir():
+                loader.walk(target, PurePosixPath(target.as_posix()), loaded)
             else:
-                loader.add_named_file(path, raw, loaded)
-        loader.require_some(loaded, list(paths))
+                loader.add_named_file(target, raw, loaded)
+        loader.require_some(loaded, paths)
         value = loaded
     return LoadedContext(value, loader.warnings, loader.files, loader.total_chars)
 

@@ -45,7 +45,12 @@ __all__ = [
 
 
 class RLMError(Exception):
-    """Base class of every error raised by rlmx."""
+    """Base class of every error raised by rlmx.
+
+    When a run fails part-way, ``result`` holds what it had spent and found so far.
+    """
+
+    result: RLMResult | None = None
 
 
 class UserError(RLMError):

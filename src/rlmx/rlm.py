@@ -15,7 +15,7 @@ from typing import Any
 
 from rlmx.context import normalize_context
 from rlmx.engine import Engine, EngineConfig, SystemPrompt
-from rlmx.exceptions import ConfigError, LimitExceeded, UserError
+from rlmx.exceptions import ConfigError, LimitExceeded, RLMError, UserError
 from rlmx.limits import Budget, Limits, StopReason
 from rlmx.models import Model, ModelSettings, get_model
 from rlmx.result import RLMResult
@@ -150,40 +150,48 @@ class RLM:
         tracer = Tracer(sinks)
         engine = Engine(config, budget, tracer)
         state = engine.new_state(query=query)
+        metadata = {
+            "model": self.model.name,
+            "sub_model": self.sub_model.name,
+            "max_depth": max_depth,
+            "sandbox": self.sandbox,
+        }
+
+        def make_result(stop: StopReason | None) -> RLMResult:
+            final = state.final is not None
+            answer = state.final if state.final is not None else (state.partial or "")
+            return RLMResult(
+                answer=answer,
+                output=state.output if final else answer,
+                usage=budget.usage,
+                cost_usd=budget.usage.cost_usd,
+                iterations=state.iteration,
+                sub_calls=budget.sub_calls,
+                depth_reached=budget.depth_reached,
+                elapsed_s=budget.elapsed_s,
+                stopped_by=stop.limit if stop else None,
+                stop_message=stop.message if stop else None,
+                trace_path=str(trace_path) if trace_path is not None else None,
+                run_id=state.run_id,
+                metadata=metadata,
+            )
+
         try:
-            try:
-                async with asyncio.timeout(_as_float(limits.timeout_s)):
-                    outcome = await engine.run(state, value)
-                answer, output, stop = outcome.answer, outcome.output, outcome.stop
-            except TimeoutError:
-                stop = budget.mark_timeout()
-                state.stop = state.stop or stop
-                answer = state.final if state.final is not None else (state.partial or "")
-                output = state.output if state.final is not None else answer
-                engine._emit_finished(state)
+            async with asyncio.timeout(_as_float(limits.timeout_s)):
+                outcome = await engine.run(state, value)
+            stop = outcome.stop
+        except TimeoutError:
+            stop = budget.mark_timeout()
+            state.stop = state.stop or stop
+            engine._emit_finished(state)
+        except RLMError as exc:
+            # Keep what was spent and found: the caller (and the CLI) can still report it.
+            exc.result = make_result(state.stop)
+            raise
         finally:
             for sink in owned:
                 sink.close()
-        result = RLMResult(
-            answer=answer,
-            output=output,
-            usage=budget.usage,
-            cost_usd=budget.usage.cost_usd,
-            iterations=state.iteration,
-            sub_calls=budget.sub_calls,
-            depth_reached=budget.depth_reached,
-            elapsed_s=budget.elapsed_s,
-            stopped_by=stop.limit if stop else None,
-            stop_message=stop.message if stop else None,
-            trace_path=str(trace_path) if trace_path is not None else None,
-            run_id=state.run_id,
-            metadata={
-                "model": self.model.name,
-                "sub_model": self.sub_model.name,
-                "max_depth": max_depth,
-                "sandbox": self.sandbox,
-            },
-        )
+        result = make_result(stop)
         if strict and stop is not None:
             raise _limit_error(stop, result)
         return result

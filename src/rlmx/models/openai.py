@@ -192,7 +192,8 @@ class OpenAIChatModel(Model):
             raise self._status_error(exc) from None
         except openai.APIConnectionError as exc:
             raise ModelConnectionError(
-                f"Could not reach {self.name} at {self.base_url}: {exc.message or exc}. "
+                f"Could not reach {self.name} at {self.base_url} "
+                f"({str(exc.message or exc).rstrip('.')}). "
                 "Check that the server is running and the base URL is right.",
                 model=self.name,
             ) from None

@@ -1,0 +1,65 @@
+"""``rlmx doctor``: what this machine offers — sandboxes and configured providers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from typing import Any
+
+from rlmx.cli import EXIT_OK
+
+__all__ = ["add_parser", "handle", "report"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="report sandboxes and configured providers")
+    p.set_defaults(handler=handle)
+
+
+def report() -> list[str]:
+    from rlmx import __version__
+    from rlmx.models import known_providers
+    from rlmx.models.openai import PRESETS
+    from rlmx.sandbox import available_sandboxes
+
+    lines = [
+        f"rlmx {__version__} on Python {platform.python_version()} ({platform.system()})",
+        "",
+        "Sandboxes:",
+    ]
+    kinds = available_sandboxes()
+    lines.append(
+        "  local     available — UNSAFE: model code runs in this process (trusted code only)"
+        if "local" in kinds
+        else "  local     missing"
+    )
+    lines.append(
+        "  isolated  available"
+        if "isolated" in kinds
+        else "  isolated  not available in this version"
+    )
+    lines += ["", "Providers (API keys are never shown):"]
+    for name in known_providers():
+        preset = PRESETS.get(name)
+        if preset is None:
+            lines.append(f"  {name:<16} registered")
+            continue
+        if preset.key_env is None:
+            state = f"no key needed (default {preset.base_url})"
+        elif os.environ.get(preset.key_env):
+            state = f"{preset.key_env} is set"
+        elif preset.key_required:
+            state = f"{preset.key_env} is not set"
+        else:
+            state = f"no key needed (default {preset.base_url})"
+        lines.append(f"  {name:<16} {state}")
+    for var in ("RLMX_MODEL", "RLMX_SUB_MODEL"):
+        lines.append(f"{var}={os.environ.get(var, '(not set)')}")
+    return lines
+
+
+def handle(args: argparse.Namespace) -> int:
+    sys.stdout.write("\n".join(report()) + "\n")
+    return EXIT_OK

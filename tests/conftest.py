@@ -1,0 +1,20 @@
+"""Suite-wide safety: no test may send a paid model request (loopback servers excepted)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import rlmx.models
+
+# Child processes (the CLI under test) inherit the switch through the environment.
+os.environ["RLMX_ALLOW_MODEL_REQUESTS"] = "0"
+rlmx.models.ALLOW_MODEL_REQUESTS = False
+
+
+@pytest.fixture(autouse=True)
+def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rlmx.models, "ALLOW_MODEL_REQUESTS", False)
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLMX_MODEL", "RLMX_SUB_MODEL"):
+        monkeypatch.delenv(var, raising=False)
