@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from rlmx import __version__
-from rlmx.exceptions import ModelError, RLMError, SandboxError, UserError
+from rlmx.exceptions import LimitExceeded, ModelError, RLMError, SandboxError, UserError
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -89,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         sys.stderr.write(f"rlmx: error: {exc}\n")
         return EXIT_USAGE
+    except LimitExceeded as exc:
+        sys.stderr.write(f"rlmx: stopped: {exc}\n")
+        return EXIT_LIMIT
     except ModelError as exc:
         sys.stderr.write(f"rlmx: model error: {exc}\n")
         return EXIT_MODEL
