@@ -9,6 +9,8 @@ than the default httpx transport when hundreds of sub-calls are in flight.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -68,7 +70,12 @@ PRESETS: dict[str, OpenAIPreset] = {
 
 def _is_loopback(url: str) -> bool:
     host = (urlparse(url).hostname or "").lower()
-    return host in {"localhost", "::1"} or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:  # an IP literal; a DNS name such as "127.example.com" is not loopback
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def requests_allowed(base_url: str) -> bool:
@@ -191,13 +198,16 @@ class OpenAIChatModel(Model):
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except openai.APIConnectionError as exc:
+            # The SDK's aiohttp transport reports a refused connection as "Request timed
+            # out"; the transport error it wraps says what really happened.
+            detail = str(exc.__cause__ or "") or str(exc.message or exc)
             raise ModelConnectionError(
                 f"Could not reach {self.name} at {self.base_url} "
-                f"({str(exc.message or exc).rstrip('.')}). "
+                f"({detail.rstrip('.')}). "
                 "Check that the server is running and the base URL is right.",
                 model=self.name,
             ) from None
-        except openai.OpenAIError as exc:
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
             raise ModelResponseError(
                 f"{self.name} returned an unusable response: {exc}", model=self.name
             ) from None
