@@ -101,7 +101,9 @@ class Repl:
         self.max_output_chars = max_output_chars
         self._sub_calls = sub_calls
         self._cell_no = 0
+        self._sources: dict[str, list[str]] = {}
         self._text: str | None = None
+        self._text_of: object = None
         self.namespace: dict[str, Any] = {"__name__": "__repl__", "__builtins__": __builtins__}
         self._install_helpers()
 
@@ -111,9 +113,11 @@ class Repl:
         self._text = None
 
     def _context_text(self) -> str:
-        if self._text is None:
-            value = self.namespace.get("context", "")
+        # Cached per object: code that rebinds ``context`` gets helpers over the new value.
+        value = self.namespace.get("context", "")
+        if self._text is None or value is not self._text_of:
             self._text = context_text(value)
+            self._text_of = value
         return self._text
 
     # ----------------------------------------------------------------- helpers
@@ -142,11 +146,15 @@ class Repl:
     def _final_var(self, name: object) -> None:
         if isinstance(name, str) and name.strip().strip("'\"") in self.namespace:
             raise FinalAnswerSignal(render_final(self.namespace[name.strip().strip("'\"")]))
-        if not isinstance(name, str):
-            # The model passed the value itself; answering with it is what it meant.
+        if not isinstance(name, str) or any(
+            self.namespace[k] is name for k in self.user_variables()
+        ):
+            # The model passed the value itself (``FINAL_VAR(answer)``, a str variable
+            # included); answering with it is what it meant.
             raise FinalAnswerSignal(render_final(name))
+        shown = name if len(name) <= 60 else name[:60] + "..."
         raise NameError(
-            f"FINAL_VAR({name!r}): no variable named {name!r}. Assign it first, "
+            f"FINAL_VAR({shown!r}): no variable named {shown!r}. Assign it first, "
             f"or answer with FINAL(value). Variables: {', '.join(self.user_variables()) or 'none'}"
         )
 
@@ -171,11 +179,16 @@ class Repl:
     def _peek(self, start: int = 0, end: int = 2000) -> str:
         return self._context_text()[start:end]
 
-    def _grep(self, pattern: str, max_matches: int = 20, context: int = 0) -> list[str]:
+    def _grep(
+        self, pattern: str | re.Pattern[str], max_matches: int = 20, context: int = 0
+    ) -> list[str]:
         """Lines matching ``pattern`` (a regex), as ``"L<line>@<offset>: <text>"``."""
         text = self._context_text()
-        regex = re.compile(pattern)
+        # grep works on lines: ^ and $ anchor at every line, as in grep(1).
+        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, re.MULTILINE)
         hits: list[str] = []
+        if max_matches <= 0:
+            return hits
         line_no = 1
         scanned = 0
         last_line_start = -1
@@ -213,11 +226,13 @@ class Repl:
             raise ValueError("chunk() needs size > 0 and 0 <= overlap < size")
         text = self._context_text()
         step = size - overlap
+        # Stop once a chunk reaches the end: a further one would lie inside the last.
         if mode == "chars":
-            return [text[i : i + size] for i in range(0, max(len(text), 1), step)]
+            return [text[i : i + size] for i in range(0, max(len(text) - overlap, 1), step)]
         if mode == "lines":
             lines = text.splitlines(keepends=True)
-            return ["".join(lines[i : i + size]) for i in range(0, max(len(lines), 1), step)]
+            stop = max(len(lines) - overlap, 1)
+            return ["".join(lines[i : i + size]) for i in range(0, stop, step)]
         raise ValueError(f"chunk() mode must be 'lines' or 'chars', not {mode!r}")
 
     def _select(self, ranges: Sequence[Sequence[int]] | Sequence[int]) -> str:
@@ -264,8 +279,19 @@ class Repl:
         return self._client().rlm_query_batched(checked, ctx) if checked else []
 
     # ----------------------------------------------------------------- cells
-    def run_cell(self, code: str, *, on_start: Callable[[], None] | None = None) -> CellOutcome:
-        """Execute ``code``; the trailing expression's repr is printed, as in Jupyter."""
+    def run_cell(
+        self,
+        code: str,
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> CellOutcome:
+        """Execute ``code``; the trailing expression's repr is printed, as in Jupyter.
+
+        ``on_start`` / ``on_end`` are called in the cell's thread just before and after the
+        model's code runs, both inside the handler of ``CellTimeout``: a timeout delivered
+        between them is always reported here, never raised out of ``run_cell``.
+        """
         self._cell_no += 1
         filename = f"<cell-{self._cell_no}>"
         started = time.perf_counter()
@@ -277,11 +303,15 @@ class Repl:
                 body, last = self._compile(code, filename)
                 if on_start is not None:
                     on_start()
-                exec(body, self.namespace)
-                if last is not None:
-                    value = eval(last, self.namespace)
-                    if value is not None:
-                        print(repr(value))
+                try:
+                    exec(body, self.namespace)
+                    if last is not None:
+                        value = eval(last, self.namespace)
+                        if value is not None:
+                            print(repr(value))
+                finally:
+                    if on_end is not None:
+                        on_end()
             except FinalAnswerSignal as signal:
                 final = signal.answer
             except CellTimeout:
@@ -290,7 +320,7 @@ class Repl:
             except SyntaxError as exc:
                 error = _format_syntax_error(exc)
             except BaseException as exc:  # the model's mistake: report it, keep the REPL
-                error = _short_traceback(exc, filename)
+                error = _short_traceback(exc, self._sources)
         return CellOutcome(
             stdout=streams.stdout.getvalue(),
             stderr=streams.stderr.getvalue(),
@@ -303,8 +333,11 @@ class Repl:
 
     def _compile(self, code: str, filename: str) -> tuple[Any, Any]:
         tree = ast.parse(code, filename=filename, mode="exec")
-        # Register the source so tracebacks show the offending line.
-        linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+        # Register the source so tracebacks show the offending line. The filename is the
+        # same in every REPL of the process, so our own tracebacks read ``_sources``.
+        lines = code.splitlines(keepends=True)
+        self._sources[filename] = lines
+        linecache.cache[filename] = (len(code), None, lines, filename)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             expr = tree.body.pop()
@@ -323,14 +356,18 @@ def _format_syntax_error(exc: SyntaxError) -> str:
     return f"SyntaxError: {exc.msg}{where}{text}"
 
 
-def _short_traceback(exc: BaseException, filename: str) -> str:
-    """The frames of the model's own cell only, then the exception line."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell-")]
+def _short_traceback(exc: BaseException, sources: dict[str, list[str]]) -> str:
+    """The frames of the model's own cells only, then the exception line."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in sources]
     lines = ["Traceback (most recent call last):"] if frames else []
     for frame in frames[-5:]:
         lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-        if frame.line:
-            lines.append(f"    {frame.line}")
+        source = sources[frame.filename]
+        line = (
+            source[frame.lineno - 1].strip() if frame.lineno and frame.lineno <= len(source) else ""
+        )
+        if line:
+            lines.append(f"    {line}")
     lines.extend(traceback.format_exception_only(type(exc), exc))
     out = "\n".join(line.rstrip("\n") for line in lines)
     return out if len(out) < 4000 else out[:4000] + "..."

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
+import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from rlmx.exceptions import SandboxError
@@ -58,9 +60,85 @@ class _LoopBridge:
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    # Never withdraw one with NULL: on CPython 3.11 that leaves the interpreter's "async
+    # exception pending" flag set for good, and traced threads (coverage, debuggers) then
+    # spin at every call. They also spin while one waits in a thread blocked in C.
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
     )
+
+
+def _checkpoint() -> None:
+    """A Python-level call: a pending asynchronous exception is raised at its entry."""
+
+
+_Job = tuple[Callable[[], CellOutcome], "concurrent.futures.Future[CellOutcome]"]
+
+
+class _Worker:
+    """The sandbox's REPL thread: runs cells one after another.
+
+    A daemon thread, unlike a ``ThreadPoolExecutor``'s: a cell stuck in native code and
+    abandoned after a timeout must not keep the process alive at exit.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[[], CellOutcome]) -> concurrent.futures.Future[CellOutcome]:
+        fut: concurrent.futures.Future[CellOutcome] = concurrent.futures.Future()
+        self._jobs.put((fn, fut))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rlmx-repl", daemon=True)
+            self._thread.start()
+        return fut
+
+    def stop(self) -> None:
+        """End the thread once its current job (if any) is done."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+
+class _RunningCell:
+    """Delivers ``CellTimeout`` into a cell only while its code runs, never after.
+
+    A timeout raised just as the cell ends would otherwise hit whatever the thread does
+    next (waiting for the next cell), killing it or failing an innocent later cell.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread_id: int | None = None
+
+    def started(self) -> None:
+        with self._lock:
+            self._thread_id = threading.get_ident()
+
+    def ended(self) -> None:
+        # A timeout set just before this point is delivered inside run_cell's CellTimeout
+        # handler. (Clearing it with SetAsyncExc(NULL) on the current thread is not needed,
+        # and hangs the interpreter under a tracer.) The eval loop only looks for it at a
+        # call or a backward jump, so make a call here rather than leave it for later.
+        with self._lock:
+            self._thread_id = None
+        _checkpoint()
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self._thread_id is not None:
+                _raise_in_thread(self._thread_id, CellTimeout)
 
 
 class LocalSandbox(Sandbox):
@@ -72,13 +150,9 @@ class LocalSandbox(Sandbox):
     def __init__(self, config: SandboxConfig | None = None) -> None:
         super().__init__(config or SandboxConfig())
         self._repl: Repl | None = None
-        self._executor = self._new_executor()
+        self._worker = _Worker()
         self._closed = False
         self._lock = asyncio.Lock()
-
-    @staticmethod
-    def _new_executor() -> concurrent.futures.ThreadPoolExecutor:
-        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlmx-repl")
 
     def _ensure_repl(self) -> Repl:
         if self._closed:
@@ -107,25 +181,26 @@ class LocalSandbox(Sandbox):
             return await self._execute(repl, code)
 
     async def _execute(self, repl: Repl, code: str) -> ExecResult:
-        thread_id: list[int] = []
-
-        def started() -> None:
-            thread_id.append(threading.get_ident())
-
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, lambda: repl.run_cell(code, on_start=started))
+        cell = _RunningCell()
+        fut = asyncio.wrap_future(
+            self._worker.submit(
+                lambda: repl.run_cell(code, on_start=cell.started, on_end=cell.ended)
+            )
+        )
         timeout = self.config.cell_timeout_s
         try:
             outcome: CellOutcome = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.CancelledError:
+            cell.interrupt()  # nobody will read the result: free the REPL for the next cell
+            raise
         except TimeoutError:
-            if thread_id:
-                _raise_in_thread(thread_id[0], CellTimeout)
+            cell.interrupt()
             try:
                 outcome = await asyncio.wait_for(asyncio.shield(fut), _TIMEOUT_GRACE_S)
             except TimeoutError:
                 # Stuck in C code: abandon the thread, keep the namespace.
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new_executor()
+                self._worker.stop()
+                self._worker = _Worker()
                 return ExecResult(
                     error=(
                         f"TimeoutError: the cell ran past cell_timeout_s={timeout} and could "
@@ -149,5 +224,5 @@ class LocalSandbox(Sandbox):
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._worker.stop()
         self._repl = None
