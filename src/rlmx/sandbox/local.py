@@ -205,7 +205,7 @@ class LocalSandbox(Sandbox):
                     error=(
                         f"TimeoutError: the cell ran past cell_timeout_s={timeout} and could "
                         "not be interrupted (it is stuck in native code). Its thread was "
-                        "abandoned; variables are kept. Avoid unbounded loops and regexes."
+                        "abandoned; variables are kept. Avoid unbounded blocking calls and loops."
                     ),
                     timed_out=True,
                     duration_s=(timeout or 0) + _TIMEOUT_GRACE_S,
