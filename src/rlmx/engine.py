@@ -371,14 +371,7 @@ class Engine:
             iteration=state.iteration,
             index=index,
             code=code,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            error=result.error,
-            final=result.final,
-            timed_out=result.timed_out,
-            truncated_chars=result.truncated_chars,
-            restarted=result.restarted,
-            duration_s=round(result.duration_s, 6),
+            **result.to_dict(),
         )
         return result
 

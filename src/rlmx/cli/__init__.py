@@ -35,6 +35,16 @@ EXIT_CODES = {
 }
 
 
+# First match wins: how each kind of error is labelled and which code it exits with.
+_ERROR_KINDS: tuple[tuple[type[RLMError], tuple[str, int]], ...] = (
+    (UserError, ("error", EXIT_USAGE)),
+    (LimitExceeded, ("stopped", EXIT_LIMIT)),
+    (ModelError, ("model error", EXIT_MODEL)),
+    (SandboxError, ("sandbox error", EXIT_SANDBOX)),
+    (RLMError, ("error", EXIT_MODEL)),
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors exit with our code and message style."""
 
@@ -86,20 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("rlmx: interrupted\n")
         return EXIT_INTERRUPTED
-    except UserError as exc:
-        sys.stderr.write(f"rlmx: error: {exc}\n")
-        return EXIT_USAGE
-    except LimitExceeded as exc:
-        sys.stderr.write(f"rlmx: stopped: {exc}\n")
-        return EXIT_LIMIT
-    except ModelError as exc:
-        sys.stderr.write(f"rlmx: model error: {exc}\n")
-        return EXIT_MODEL
-    except SandboxError as exc:
-        sys.stderr.write(f"rlmx: sandbox error: {exc}\n")
-        return EXIT_SANDBOX
     except RLMError as exc:
-        sys.stderr.write(f"rlmx: error: {exc}\n")
-        return EXIT_MODEL
+        label, exit_code = next(v for k, v in _ERROR_KINDS if isinstance(exc, k))
+        sys.stderr.write(f"rlmx: {label}: {exc}\n")
+        return exit_code
     finally:
         warnings.showwarning = previous

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,34 +19,27 @@ from rlmx.result import RLMResult
 __all__ = ["add_parser", "handle"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], Any], expected: str, *, allow_zero: bool
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` that converts with ``convert`` and rejects negatives (and 0)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except (ValueError, InvalidOperation):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise argparse.ArgumentTypeError(f"expected {expected} {bound}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
-def _money(text: str) -> Decimal:
-    try:
-        value = Decimal(text.lstrip("$"))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an amount >= 0, got {text}")
-    return value
+_count = _number(int, "an integer", allow_zero=True)
+_seconds = _number(float, "a number", allow_zero=False)
+_money = _number(lambda text: Decimal(text.lstrip("$")), "an amount", allow_zero=True)
 
 
 def add_parser(sub: Any) -> None:
@@ -74,14 +68,14 @@ def add_parser(sub: Any) -> None:
     ctx.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     lim = p.add_argument_group("limits")
     lim.add_argument("--sandbox", default="isolated", help="isolated (default) or local (unsafe)")
-    lim.add_argument("--max-depth", type=_positive_int, default=1)
-    lim.add_argument("--max-iterations", type=_positive_int, default=30)
-    lim.add_argument("--max-sub-calls", type=_positive_int, default=None)
-    lim.add_argument("--max-tokens", type=_positive_int, default=None)
+    lim.add_argument("--max-depth", type=_count, default=1)
+    lim.add_argument("--max-iterations", type=_count, default=30)
+    lim.add_argument("--max-sub-calls", type=_count, default=None)
+    lim.add_argument("--max-tokens", type=_count, default=None)
     lim.add_argument("--max-cost", type=_money, default=None, metavar="USD")
-    lim.add_argument("--timeout", type=_positive_float, default=None, metavar="S")
-    lim.add_argument("--cell-timeout", type=_positive_float, default=120.0, metavar="S")
-    lim.add_argument("--max-concurrency", type=_positive_int, default=16)
+    lim.add_argument("--timeout", type=_seconds, default=None, metavar="S")
+    lim.add_argument("--cell-timeout", type=_seconds, default=120.0, metavar="S")
+    lim.add_argument("--max-concurrency", type=_count, default=16)
     lim.add_argument("--strict", action="store_true", help="a limit is an error, not a partial")
     out = p.add_argument_group("output")
     out.add_argument("--trace", metavar="PATH", help="write JSONL trace events to PATH")
@@ -118,8 +112,6 @@ def handle(args: argparse.Namespace) -> int:
         cell_timeout_s=args.cell_timeout,
         max_concurrency=args.max_concurrency,
     )
-    if args.max_iterations < 1:
-        raise ConfigError("--max-iterations must be at least 1.")
     settings = ModelSettings(temperature=args.temperature, seed=args.seed)
     progress = None if args.quiet else ProgressSink(args.max_iterations)
     trace: list[Any] = []

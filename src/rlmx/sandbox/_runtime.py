@@ -14,14 +14,13 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rlmx.context import context_text
 from rlmx.sandbox._capture import capture
+from rlmx.sandbox.base import ExecResult
 
 __all__ = [
-    "CellOutcome",
     "CellTimeout",
     "FinalAnswerSignal",
     "Repl",
@@ -63,17 +62,6 @@ class SubCallClient(Protocol):
     def llm_query_batched(self, prompts: list[str], model: str | None) -> list[str]: ...
 
     def rlm_query_batched(self, prompts: list[str], contexts: list[Any] | None) -> list[str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CellOutcome:
-    stdout: str
-    stderr: str
-    error: str | None
-    final: str | None
-    truncated_chars: int
-    duration_s: float
-    timed_out: bool = False
 
 
 def render_final(value: object) -> str:
@@ -285,7 +273,7 @@ class Repl:
         *,
         on_start: Callable[[], None] | None = None,
         on_end: Callable[[], None] | None = None,
-    ) -> CellOutcome:
+    ) -> ExecResult:
         """Execute ``code``; the trailing expression's repr is printed, as in Jupyter.
 
         ``on_start`` / ``on_end`` are called in the cell's thread just before and after the
@@ -321,7 +309,7 @@ class Repl:
                 error = _format_syntax_error(exc)
             except BaseException as exc:  # the model's mistake: report it, keep the REPL
                 error = _short_traceback(exc, self._sources)
-        return CellOutcome(
+        return ExecResult(
             stdout=streams.stdout.getvalue(),
             stderr=streams.stderr.getvalue(),
             error=error,

@@ -9,7 +9,7 @@ through a :class:`SubCallHandler`, which the engine implements.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -33,6 +33,13 @@ class ExecResult:
     restarted: bool = False
     """The REPL had to be replaced (hard kill or crash): its variables are gone."""
     lost_variables: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as plain JSON-able values (the trace's ``cell_executed`` payload)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["duration_s"] = round(self.duration_s, 6)
+        out["lost_variables"] = list(self.lost_variables)
+        return out
 
 
 class SubCallHandler(Protocol):

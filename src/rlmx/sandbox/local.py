@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlmx.exceptions import SandboxError
-from rlmx.sandbox._runtime import CellOutcome, CellTimeout, Repl
+from rlmx.sandbox._runtime import CellTimeout, Repl
 from rlmx.sandbox.base import ExecResult, Sandbox, SandboxConfig, SubCallHandler
 
 __all__ = ["LocalSandbox"]
@@ -72,7 +72,7 @@ def _checkpoint() -> None:
     """A Python-level call: a pending asynchronous exception is raised at its entry."""
 
 
-_Job = tuple[Callable[[], CellOutcome], "concurrent.futures.Future[CellOutcome]"]
+_Job = tuple[Callable[[], ExecResult], "concurrent.futures.Future[ExecResult]"]
 
 
 class _Worker:
@@ -86,8 +86,8 @@ class _Worker:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, fn: Callable[[], CellOutcome]) -> concurrent.futures.Future[CellOutcome]:
-        fut: concurrent.futures.Future[CellOutcome] = concurrent.futures.Future()
+    def submit(self, fn: Callable[[], ExecResult]) -> concurrent.futures.Future[ExecResult]:
+        fut: concurrent.futures.Future[ExecResult] = concurrent.futures.Future()
         self._jobs.put((fn, fut))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="rlmx-repl", daemon=True)
@@ -189,14 +189,14 @@ class LocalSandbox(Sandbox):
         )
         timeout = self.config.cell_timeout_s
         try:
-            outcome: CellOutcome = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.CancelledError:
             cell.interrupt()  # nobody will read the result: free the REPL for the next cell
             raise
         except TimeoutError:
             cell.interrupt()
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(fut), _TIMEOUT_GRACE_S)
+                return await asyncio.wait_for(asyncio.shield(fut), _TIMEOUT_GRACE_S)
             except TimeoutError:
                 # Stuck in C code: abandon the thread, keep the namespace.
                 self._worker.stop()
@@ -210,15 +210,6 @@ class LocalSandbox(Sandbox):
                     timed_out=True,
                     duration_s=(timeout or 0) + _TIMEOUT_GRACE_S,
                 )
-        return ExecResult(
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
-            error=outcome.error,
-            final=outcome.final,
-            timed_out=outcome.timed_out,
-            duration_s=outcome.duration_s,
-            truncated_chars=outcome.truncated_chars,
-        )
 
     async def aclose(self) -> None:
         if self._closed:
