@@ -96,6 +96,7 @@ def test_system_prompt_describes_the_context_and_functions() -> None:
     assert "list of 2" in system.content
     assert "llm_query_batched" in system.content
     assert "FINAL(" in system.content
+    assert "named `answer`" in system.content  # where partial answers are read from
     assert root.calls[0].messages[1].content.startswith("The query: q")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rlmx.context import describe_context
 from rlmx.exceptions import ModelAPIError, ModelError, ModelRequestsDisabled, RLMError
-from rlmx.limits import Budget, Limits, StopReason
+from rlmx.limits import Budget, Limits, StopReason, as_seconds
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings
 from rlmx.parsing import FinalMarker, format_help, parse_reply
 from rlmx.prompts import (
@@ -156,7 +156,7 @@ class Engine:
         sandbox = cfg.sandbox_factory(
             SandboxConfig(
                 handler=router,
-                cell_timeout_s=_as_float(limits.cell_timeout_s),
+                cell_timeout_s=as_seconds(limits.cell_timeout_s),
                 max_output_chars=limits.max_output_chars,
             )
         )
@@ -621,10 +621,6 @@ def _as_text(value: Any) -> str:
     from rlmx.context import context_text, normalize_context
 
     return context_text(normalize_context(value))
-
-
-def _as_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _budget_note(limits: Limits) -> str | None:

@@ -85,6 +85,11 @@ class Limits:
         return out
 
 
+def as_seconds(value: float | Decimal | None) -> float | None:
+    """A time limit as the float ``asyncio`` wants (``None`` stays unlimited)."""
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class StopReason:
     """Which limit ended (or would end) the run, the value reached, and what to do."""

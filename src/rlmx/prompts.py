@@ -85,7 +85,8 @@ How to work:
 write several blocks in one reply; they run in order.
 - Output longer than a few thousand characters is cut: print summaries, lengths and \
 slices, not whole documents. A bare expression on a cell's last line is printed for you.
-- Variables persist between cells: build your answer up in variables.
+- Variables persist between cells. Keep your answer-in-progress in a variable named \
+`answer`: if the budget runs out, it is returned as the partial answer.
 {strategy}- You have at most {max_iterations} turns{budget}.
 - When you know the answer, reply with FINAL(your answer) on its own line, outside any \
 code block, or call FINAL(...) / FINAL_VAR("name") inside code. Do not write FINAL in \

@@ -16,7 +16,7 @@ from typing import Any
 from rlmx.context import normalize_context
 from rlmx.engine import Engine, EngineConfig, SystemPrompt
 from rlmx.exceptions import ConfigError, LimitExceeded, RLMError, UserError
-from rlmx.limits import Budget, Limits, StopReason
+from rlmx.limits import Budget, Limits, StopReason, as_seconds
 from rlmx.models import Model, ModelSettings, get_model
 from rlmx.result import RLMResult
 from rlmx.sandbox import Sandbox, SandboxConfig, get_sandbox
@@ -177,7 +177,7 @@ class RLM:
             )
 
         try:
-            async with asyncio.timeout(_as_float(limits.timeout_s)):
+            async with asyncio.timeout(as_seconds(limits.timeout_s)):
                 outcome = await engine.run(state, value)
             stop = outcome.stop
         except TimeoutError:
@@ -221,10 +221,6 @@ def _check_depth(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"max_depth must be an integer >= 0, got {value!r}.")
     return value
-
-
-def _as_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _limit_error(stop: StopReason, result: RLMResult) -> LimitExceeded:
