@@ -349,11 +349,26 @@ def test_bad_context_type_is_a_user_error() -> None:
         make(ScriptedModel(["FINAL(a)"])).completion(object(), "q")
 
 
-def test_default_isolated_sandbox_is_not_silently_local() -> None:
-    from rlmx import SandboxError
+def test_default_sandbox_runs_model_code_in_a_confined_process() -> None:
+    import os
 
-    with pytest.raises(SandboxError, match="sandbox='local'"):
-        RLM(ScriptedModel([]))
+    root = ScriptedModel([code("import os\npid = os.getpid()\nprint(pid)"), "FINAL_VAR(pid)"])
+    rlm = RLM(root, max_depth=0)
+    assert rlm.sandbox == "isolated"
+    result = rlm.completion("ctx", "q")
+    assert result.answer.isdigit()
+    # bwrap's pid namespace or a plain child: either way, not this process.
+    assert int(result.answer) != os.getpid()
+    isolation = result.metadata["isolation"]
+    assert isolation["sandbox"] == "isolated"
+    assert "rlimits" in isolation["layers"]
+
+
+def test_require_isolation_needs_the_isolated_sandbox() -> None:
+    with pytest.raises(ConfigError, match="needs sandbox='isolated'"):
+        RLM(ScriptedModel([]), sandbox="local", require_isolation=True)
+    with pytest.raises(ConfigError, match="not to a factory"):
+        RLM(ScriptedModel([]), sandbox=lambda config: None, sandbox_options={"x": 1})  # type: ignore[arg-type,return-value]
 
 
 def test_unknown_price_gives_none_cost_and_one_warning() -> None:

@@ -112,6 +112,7 @@ class Engine:
         self.tracer = tracer
         self._request_ids = itertools.count(1)
         self.root: RunState | None = None
+        self.sandbox_report: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ runs
     def new_state(
@@ -163,6 +164,8 @@ class Engine:
         try:
             async with sandbox:
                 await sandbox.load_context(context)
+                if state.depth == 0:
+                    self.sandbox_report = sandbox.describe()
                 inputs = PromptInputs(
                     context=description,
                     depth=state.depth,

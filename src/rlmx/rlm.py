@@ -56,6 +56,8 @@ class RLM:
         sub_base_url: str | None = None,
         worked_example: bool = False,
         strict: bool = False,
+        require_isolation: bool = False,
+        sandbox_options: dict[str, Any] | None = None,
     ) -> None:
         self.model = get_model(model, base_url=base_url)
         if sub_model is None:
@@ -65,13 +67,23 @@ class RLM:
         self.models = {name: get_model(m, base_url=base_url) for name, m in (models or {}).items()}
         self.limits = limits or Limits()
         self.max_depth = _check_depth(max_depth)
+        options = dict(sandbox_options or {})
+        if require_isolation:
+            if sandbox != "isolated":
+                raise ConfigError(
+                    "require_isolation=True needs sandbox='isolated' (the default), "
+                    f"not {sandbox!r}."
+                )
+            options["require_isolation"] = True
         if isinstance(sandbox, str):
             kind = sandbox
             self._sandbox_factory: Callable[[SandboxConfig], Sandbox] = lambda config: get_sandbox(
-                kind, config
+                kind, config, **options
             )
             # Fail now, not at the first completion, if the kind cannot be had.
-            get_sandbox(kind, SandboxConfig())
+            get_sandbox(kind, SandboxConfig(), **options)
+        elif options:
+            raise ConfigError("sandbox_options apply to a named sandbox, not to a factory.")
         else:
             self._sandbox_factory = sandbox
         self.sandbox = sandbox if isinstance(sandbox, str) else getattr(sandbox, "kind", "custom")
@@ -158,6 +170,8 @@ class RLM:
         }
 
         def make_result(stop: StopReason | None) -> RLMResult:
+            if engine.sandbox_report:
+                metadata["isolation"] = engine.sandbox_report
             final = state.final is not None
             answer = state.final if state.final is not None else (state.partial or "")
             return RLMResult(

@@ -155,13 +155,18 @@ class TestLocalSandbox(SandboxContract):
             await sandbox.execute("1")
 
 
-def test_isolated_sandbox_is_not_available_yet() -> None:
-    with pytest.raises(SandboxError, match="sandbox='local'"):
-        get_sandbox("isolated")
+def test_both_kinds_are_registered() -> None:
+    assert available_sandboxes() == ["isolated", "local"]
+    assert get_sandbox("isolated").kind == "isolated"
+
+
+def test_unknown_sandbox_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="Bad option for the 'local' sandbox"):
+        get_sandbox("local", memory_mb=100)
 
 
 def test_unknown_sandbox_kind_lists_the_kinds() -> None:
-    with pytest.raises(ConfigError, match="choose one of: local") as info:
+    with pytest.raises(ConfigError, match="choose one of: isolated, local") as info:
         get_sandbox("docker")
     assert "'docker'" in str(info.value)
     assert "local" in available_sandboxes()

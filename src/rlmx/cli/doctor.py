@@ -35,11 +35,8 @@ def report() -> list[str]:
         if "local" in kinds
         else "  local     missing"
     )
-    lines.append(
-        "  isolated  available"
-        if "isolated" in kinds
-        else "  isolated  not available in this version"
-    )
+    if "isolated" in kinds:
+        lines += _isolation_lines()
     lines += ["", "Providers (API keys are never shown):"]
     for name in known_providers():
         preset = PRESETS.get(name)
@@ -57,6 +54,33 @@ def report() -> list[str]:
         lines.append(f"  {name:<16} {state}")
     for var in ("RLMX_MODEL", "RLMX_SUB_MODEL"):
         lines.append(f"{var}={os.environ.get(var, '(not set)')}")
+    return lines
+
+
+def _isolation_lines() -> list[str]:
+    from rlmx.sandbox._spawn import probe
+
+    found = probe()
+    layers = found.available_layers
+    strong = {"namespaces", "landlock", "seccomp"} & set(layers)
+    verdict = "available" if strong else "WEAK — only rlimits: model code may read your files"
+    lines = [f"  isolated  {verdict} (default); layers: {', '.join(layers)}"]
+    lines.append(
+        f"    namespaces (bubblewrap): {'yes, ' + found.bwrap if found.bwrap else 'no — '}"
+        f"{found.bwrap_problem or ''}"
+    )
+    landlock = (
+        f"yes, ABI {found.landlock_abi}"
+        + (" (filesystem + TCP)" if found.landlock_abi >= 4 else " (filesystem only)")
+        if found.landlock_abi
+        else "no — not in this kernel"
+    )
+    lines.append(f"    landlock: {landlock}")
+    lines.append(
+        f"    seccomp: {'yes' if found.seccomp_problem is None else 'no — '}"
+        f"{found.seccomp_problem or ''}"
+    )
+    lines.append("    rlimits: yes (memory, CPU, files, processes, no core dumps)")
     return lines
 
 

@@ -68,6 +68,11 @@ def add_parser(sub: Any) -> None:
     ctx.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     lim = p.add_argument_group("limits")
     lim.add_argument("--sandbox", default="isolated", help="isolated (default) or local (unsafe)")
+    lim.add_argument(
+        "--require-isolation",
+        action="store_true",
+        help="fail instead of warning when the kernel's isolation layers are missing",
+    )
     lim.add_argument("--max-depth", type=_count, default=1)
     lim.add_argument("--max-iterations", type=_count, default=30)
     lim.add_argument("--max-sub-calls", type=_count, default=None)
@@ -123,6 +128,7 @@ def handle(args: argparse.Namespace) -> int:
         model,
         sub_model,
         sandbox=args.sandbox,
+        require_isolation=args.require_isolation,
         max_depth=args.max_depth,
         limits=limits,
         trace=trace or None,

@@ -1,22 +1,24 @@
 """Where model-written code runs: the ``Sandbox`` interface and its implementations.
 
-``get_sandbox("local")`` runs code in this process (unsafe, trusted code only).
-``"isolated"`` — a kernel-confined worker process — is the intended default; until it
-ships, asking for it raises a ``SandboxError`` that says how to proceed, rather than
-silently running untrusted code in the host.
+``get_sandbox("isolated")`` (the default) runs code in a kernel-confined worker process;
+``get_sandbox("local")`` runs it in this process (unsafe, trusted code only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-from rlmx.exceptions import ConfigError, SandboxError
+from rlmx.exceptions import ConfigError
 from rlmx.sandbox.base import ExecResult, Sandbox, SandboxConfig, SubCallHandler
+from rlmx.sandbox.isolated import IsolatedSandbox, IsolationWarning
 from rlmx.sandbox.local import LocalSandbox
 
 __all__ = [
     "ExecResult",
+    "IsolatedSandbox",
+    "IsolationWarning",
     "LocalSandbox",
     "Sandbox",
     "SandboxConfig",
@@ -27,17 +29,13 @@ __all__ = [
     "register_sandbox",
 ]
 
-SandboxFactory = Callable[[SandboxConfig], Sandbox]
-_REGISTRY: dict[str, SandboxFactory] = {"local": LocalSandbox}
-
-ISOLATED_UNAVAILABLE = (
-    "The isolated sandbox is not available in this version of rlmx. Pass sandbox='local' "
-    "(--sandbox local) to run model code in this process — unsafe: only for trusted "
-    "models and contexts, the code can read your files and environment."
-)
+SandboxFactory = Callable[..., Sandbox]
+_REGISTRY: dict[str, SandboxFactory] = {"isolated": IsolatedSandbox, "local": LocalSandbox}
+_CONFIG_FIELDS = frozenset(f.name for f in fields(SandboxConfig))
 
 
 def register_sandbox(kind: str, factory: SandboxFactory) -> None:
+    """Make ``get_sandbox(kind)`` call ``factory(config, **options)``."""
     _REGISTRY[kind] = factory
 
 
@@ -46,13 +44,21 @@ def available_sandboxes() -> list[str]:
 
 
 def get_sandbox(kind: str, config: SandboxConfig | None = None, **kwargs: Any) -> Sandbox:
-    """A new sandbox of ``kind`` (``"local"``; ``"isolated"`` once available)."""
-    config = config or SandboxConfig(**kwargs)
+    """A new sandbox of ``kind``: ``"isolated"`` (default in ``RLM``) or ``"local"``.
+
+    Keyword arguments naming :class:`SandboxConfig` fields build the config (when none
+    is given); the others are the sandbox's own options, e.g. ``memory_mb=`` or
+    ``require_isolation=True`` for ``"isolated"``.
+    """
+    options = {k: v for k, v in kwargs.items() if k not in _CONFIG_FIELDS}
+    if config is None:
+        config = SandboxConfig(**{k: v for k, v in kwargs.items() if k in _CONFIG_FIELDS})
     factory = _REGISTRY.get(kind)
     if factory is None:
-        if kind == "isolated":
-            raise SandboxError(ISOLATED_UNAVAILABLE)
         raise ConfigError(
             f"Unknown sandbox {kind!r}; choose one of: {', '.join(available_sandboxes())}."
         )
-    return factory(config)
+    try:
+        return factory(config, **options)
+    except TypeError as exc:
+        raise ConfigError(f"Bad option for the {kind!r} sandbox: {exc}") from None

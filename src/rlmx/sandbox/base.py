@@ -87,6 +87,10 @@ class Sandbox(abc.ABC):
         """The value of a ``str`` variable named ``name``, or ``None`` (for partial answers)."""
         raise NotImplementedError(f"variable() is not supported by {type(self).__name__}")
 
+    def describe(self) -> dict[str, Any]:
+        """What isolation this sandbox gives (recorded in the result's metadata)."""
+        return {"sandbox": self.kind, "confined": self.isolated}
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Stop the REPL and free its resources. Safe to call more than once."""
