@@ -19,7 +19,8 @@ def _bare_package(name: str, path: str) -> None:
 if __name__ == "__main__":
     import faulthandler
 
-    faulthandler.enable()  # a crash in C prints the Python stack, which the model is shown
+    # A crash in C prints the crashing thread's Python stack, which the model is shown.
+    faulthandler.enable(all_threads=False)
     _sandbox_dir = Path(__file__).resolve().parent
     _bare_package("rlmx", str(_sandbox_dir.parent))
     _bare_package("rlmx.sandbox", str(_sandbox_dir))

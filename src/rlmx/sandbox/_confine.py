@@ -30,6 +30,7 @@ __all__ = [
     "apply_landlock",
     "apply_rlimits",
     "apply_seccomp",
+    "drop_capabilities",
     "landlock_abi",
     "seccomp_unavailable_reason",
     "set_no_new_privs",
@@ -76,6 +77,42 @@ def set_no_new_privs() -> None:
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
+
+
+# ------------------------------------------------------------------ capabilities
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_capabilities() -> bool:
+    """Give up every capability (a worker started as root keeps its uid, not its powers).
+
+    Returns whether any capability was held. Without CAP_DAC_OVERRIDE, CAP_SYS_RESOURCE
+    and friends, root in the worker is an ordinary user of root-owned files.
+    """
+    libc = _libc()
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    current = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), current) != 0:
+        return False
+    held = any(c.effective or c.permitted for c in current)
+    if held and libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+    return held
 
 
 # ------------------------------------------------------------------ Landlock
@@ -213,6 +250,8 @@ SECCOMP_DENIED = (
     # the machine's clock and names
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
     "setdomainname",
+    # limits stay as set (setrlimit; prlimit64 is denied below when it would set one)
+    "setrlimit",
     # identities
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
     "setfsuid", "setfsgid", "capset",
@@ -300,6 +339,8 @@ def apply_seccomp() -> dict[str, Any]:
         # ENOSYS; clone3's flags live in memory, out of a filter's reach.
         rule(deny, "clone", (0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0))
         rule(_scmp_errno(errno.ENOSYS), "clone3")
+        # prlimit64(pid, resource, new, old): reading a limit is fine, setting one is not.
+        rule(deny, "prlimit64", (2, _SCMP_CMP_NE, 0, 0))
         # Signals only to this process itself (not to its group, not to pid -1).
         for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
             rule(deny, name, (0, _SCMP_CMP_NE, pid, 0))
@@ -309,4 +350,5 @@ def apply_seccomp() -> dict[str, Any]:
             raise OSError(-status, f"seccomp_load: {os.strerror(-status)}")
     finally:
         lib.seccomp_release(ctx)
-    return {"denied": len(denied), "conditional": ["clone", "clone3", "kill", "tgkill"]}
+    conditional = ["clone", "clone3", "prlimit64", "kill", "tgkill", "rt_sigqueueinfo"]
+    return {"denied": len(denied), "conditional": conditional}

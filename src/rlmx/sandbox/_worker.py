@@ -304,6 +304,11 @@ def _confine_self(config: dict[str, Any]) -> dict[str, Any]:
     os.environ.update({k: str(v) for k, v in config.get("env", {}).items()})
     _close_other_fds(config["keep_fds"])
     want = config.get("layers", {})
+    if sys.platform.startswith("linux"):
+        try:
+            layers["capabilities"] = {"dropped": _confine.drop_capabilities()}
+        except OSError as exc:
+            layers["capabilities"] = {"error": str(exc)}
     if want.get("landlock"):
         try:
             layers["landlock"] = _confine.apply_landlock(config["read_only"], config["read_write"])

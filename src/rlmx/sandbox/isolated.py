@@ -24,7 +24,6 @@ import signal
 import sys
 import tempfile
 import warnings
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +92,8 @@ class _WorkerProcess:
         self._sub_tasks: dict[int, asyncio.Task[None]] = {}
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.gone_reason: str | None = None
-        self.output_tail: deque[bytes] = deque(maxlen=64)
+        self.output_head: list[bytes] = []
+        self._output_kept = 0
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="rlmx-worker-reader"),
             asyncio.create_task(self._drain_output(), name="rlmx-worker-output"),
@@ -240,17 +240,20 @@ class _WorkerProcess:
         return [str(a) for a in await handler.rlm_query_batched(prompts, contexts)]
 
     async def _drain_output(self) -> None:
-        """The worker's own stdout/stderr (crash messages): keep the tail, drop the rest."""
+        """The worker's own stdout/stderr (crash messages): keep the start, drop the rest."""
         stream = self.proc.stdout
         if stream is None:  # pragma: no cover - always piped
             return
         with contextlib.suppress(ConnectionError):
             while chunk := await stream.read(4096):
-                self.output_tail.append(chunk)
+                if self._output_kept < 16384:
+                    self.output_head.append(chunk)
+                    self._output_kept += len(chunk)
 
     def output_text(self, limit: int = 2000) -> str:
-        text = b"".join(self.output_tail).decode("utf-8", "replace").strip()
-        return text[-limit:]
+        """The start of what the worker wrote outside any cell (a crash report, mostly)."""
+        text = b"".join(self.output_head).decode("utf-8", "replace").strip()
+        return text if len(text) <= limit else text[:limit] + "..."
 
     # ---------------------------------------------------------------- ending
     def kill(self) -> None:
@@ -277,10 +280,11 @@ class _WorkerProcess:
         code = self.proc.returncode
         if code is None:
             return "stopped responding"
-        if code < 0:
+        # bwrap reports a child killed by signal N as status 128 + N, as shells do.
+        signum = -code if code < 0 else code - 128 if code > 128 else 0
+        if signum:
             with contextlib.suppress(ValueError):
-                return f"was killed by {signal.Signals(-code).name}"
-            return f"was killed by signal {-code}"
+                return f"was killed by {signal.Signals(signum).name}"
         return f"exited with status {code}"
 
 
@@ -455,10 +459,14 @@ class IsolatedSandbox(Sandbox):
             await worker.close(graceful=False)
             detail = worker.output_text() or str(exc) or "no answer"
             raise SandboxError(f"the sandbox worker did not start: {detail}") from None
-        self._record_layers(ready.get("layers"), namespaces=bwrap is not None, dropped=drop_uid)
+        try:
+            self._record_layers(ready.get("layers"), namespaces=bwrap is not None, dropped=drop_uid)
+            if self._context_msg is not None:
+                await self._load(worker, self._context_msg)
+        except BaseException:
+            await worker.close(graceful=False)
+            raise
         self._worker_memory = memory
-        if self._context_msg is not None:
-            await self._load(worker, self._context_msg)
         return worker
 
     def _record_layers(self, layers: Any, *, namespaces: bool, dropped: bool) -> None:
