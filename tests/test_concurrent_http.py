@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
+
 from rlmx import RLM
 from rlmx.models import OpenAIChatModel
 from rlmx.testing.mock_server import MockOpenAIServer, MockRequest
@@ -32,10 +34,11 @@ def policy(request: MockRequest) -> str:
     return "```repl\nFINAL(loud[0] if len(set(loud)) == 1 else 'mixed')\n```"
 
 
-async def test_twenty_concurrent_runs_over_http() -> None:
+@pytest.mark.parametrize("sandbox", ["isolated", "local"])
+async def test_twenty_concurrent_runs_over_http(sandbox: str) -> None:
     async with MockOpenAIServer(policy, latency_s=0.02) as srv:
         model = OpenAIChatModel("gpt-4o-mini", base_url=srv.base_url, max_retries=0)
-        async with RLM(model, sandbox="local") as rlm:
+        async with RLM(model, sandbox=sandbox) as rlm:
             contexts = [f"r{i:02d}:tag{i}" for i in range(20)]
             results = await asyncio.gather(*(rlm.acompletion(c, "tag?") for c in contexts))
         assert [r.answer for r in results] == [f"TAG{i}" for i in range(20)]

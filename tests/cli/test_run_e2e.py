@@ -111,8 +111,7 @@ def test_needle_in_5mb_through_batched_fan_out(
         "--model", f"openai:{ROOT_MODEL}",
         "--sub-model", f"openai:{SUB_MODEL}",
         "--base-url", srv.base_url,
-        "--sandbox", "local",
-        "--context", str(haystack),
+        "--context", str(haystack),  # the default sandbox: isolated
         "--trace", str(trace),
         "--json",
         "What is the magic number?",
@@ -202,7 +201,7 @@ def test_depth_two_child_rlm_answers_part_of_the_question(
     trace = tmp_path / "t.jsonl"
     proc = run_cli(
         "run", "--model", f"openai:{ROOT_MODEL}", "--sub-model", f"openai:{SUB_MODEL}",
-        "--base-url", srv.base_url, "--sandbox", "local", "--max-depth", "2",
+        "--base-url", srv.base_url, "--max-depth", "2",
         "--context", str(ctx), "--trace", str(trace), "--json", "--quiet", "City and river?",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
