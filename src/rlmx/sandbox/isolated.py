@@ -59,6 +59,8 @@ class WorkerLimits:
     max_bytes_frame = 256 * _MIB
     max_batch_prompts = 100_000
     max_batch_bytes = 1024 * _MIB
+    max_in_flight_calls = 256
+    max_in_flight_bytes = 2048 * _MIB
     max_model_name = 200
     max_variables = 1000
 
@@ -90,6 +92,7 @@ class _WorkerProcess:
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._sub_tasks: dict[int, asyncio.Task[None]] = {}
+        self._in_flight_bytes = 0
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.gone_reason: str | None = None
         self.output_head: list[bytes] = []
@@ -191,6 +194,8 @@ class _WorkerProcess:
             raise ProtocolError(f"a batch of {count} prompts")
         if announced != count * (2 if with_contexts else 1):
             raise ProtocolError("the number of data frames does not match the batch")
+        if len(self._sub_tasks) >= WorkerLimits.max_in_flight_calls or call_id in self._sub_tasks:
+            raise ProtocolError("too many sub-calls in flight, or a reused call id")
         blobs: list[bytes] = []
         total = 0
         for _ in range(announced):
@@ -200,10 +205,17 @@ class _WorkerProcess:
             total += len(payload)
             if total > WorkerLimits.max_batch_bytes:
                 raise ProtocolError(f"a batch of more than {WorkerLimits.max_batch_bytes:,} bytes")
+            if self._in_flight_bytes + total > WorkerLimits.max_in_flight_bytes:
+                raise ProtocolError("too much sub-call data in flight")
             blobs.append(payload)
+        self._in_flight_bytes += total
         task = asyncio.create_task(self._serve_sub_call(message, call_id, blobs, with_contexts))
         self._sub_tasks[call_id] = task
-        task.add_done_callback(lambda _t: self._sub_tasks.pop(call_id, None))
+        task.add_done_callback(lambda _t: self._sub_call_done(call_id, total))
+
+    def _sub_call_done(self, call_id: int, size: int) -> None:
+        self._sub_tasks.pop(call_id, None)
+        self._in_flight_bytes -= size
 
     async def _serve_sub_call(
         self, message: dict[str, Any], call_id: int, blobs: list[bytes], with_contexts: bool
