@@ -250,6 +250,48 @@ class TestIsolatedSandbox(SandboxContract):
         await asyncio.sleep(0.2)
         assert await sandbox.variable("answer") is None
 
+    async def test_threads_working_after_their_cell_stop_the_worker(
+        self, open_sandbox: OpenSandbox
+    ) -> None:
+        sandbox = await open_sandbox(SandboxConfig(cell_timeout_s=5), context="c")
+        code = (
+            "import threading\nstate = {'n': 0}\ndef spin():\n    while True:\n"
+            "        state['n'] += 1\nthreading.Thread(target=spin, daemon=True).start()"
+        )
+        ok(await sandbox.execute(code))
+        await asyncio.sleep(1.5)  # idle: the worker notices CPU use without a cell
+        result = await sandbox.execute("print(context)")
+        assert result.stdout == "c\n"
+        assert result.restarted
+        assert result.lost_variables == ("state", "spin")
+        assert result.error is not None
+        assert "threads started by an earlier cell kept working" in result.error
+
+    async def test_idle_threads_left_by_a_cell_are_tolerated(
+        self, open_sandbox: OpenSandbox
+    ) -> None:
+        sandbox = await open_sandbox()
+        code = "from concurrent.futures import ThreadPoolExecutor\npool = ThreadPoolExecutor(4)"
+        ok(await sandbox.execute(code + "\nlist(pool.map(abs, [-1, -2]))"))
+        await asyncio.sleep(1.0)
+        result = ok(await sandbox.execute("list(pool.map(abs, [-3]))"))
+        assert result.stdout == "[3]\n"
+        assert not result.restarted
+
+    async def test_sub_calls_outside_a_cell_are_refused(self, open_sandbox: OpenSandbox) -> None:
+        handler = FakeHandler()
+        sandbox = await open_sandbox(SandboxConfig(handler=handler, cell_timeout_s=5))
+        code = (
+            "import threading, time\nerrors = []\ndef later():\n    time.sleep(0.3)\n"
+            "    try:\n        llm_query('late')\n    except RuntimeError as e:\n"
+            "        errors.append(str(e))\nthreading.Thread(target=later).start()"
+        )
+        ok(await sandbox.execute(code))
+        await asyncio.sleep(0.6)
+        result = ok(await sandbox.execute("print(errors)"))
+        assert "only possible while a cell runs" in result.stdout
+        assert handler.llm_calls == []
+
 
 class _CountingHandler:
     def __init__(self) -> None:

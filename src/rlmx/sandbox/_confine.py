@@ -247,6 +247,8 @@ SECCOMP_DENIED = (
     "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
     "swapon", "swapoff", "acct", "syslog", "lookup_dcookie", "iopl", "ioperm",
     "vhangup", "personality", "mbind", "migrate_pages", "move_pages",
+    # open flags and modes live in memory there, out of a filter's reach (glibc falls back)
+    "openat2",
     # the machine's clock and names
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
     "setdomainname",
@@ -258,6 +260,17 @@ SECCOMP_DENIED = (
 )  # fmt: skip
 
 _CLONE_THREAD = 0x00010000
+_MODE_ARGS = (
+    ("chmod", 1),
+    ("fchmod", 1),
+    ("fchmodat", 2),
+    ("fchmodat2", 2),
+    ("open", 2),
+    ("openat", 3),
+    ("creat", 1),
+    ("mknod", 1),
+    ("mknodat", 2),
+)
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_CMP_NE = 1
 _SCMP_CMP_MASKED_EQ = 7
@@ -339,6 +352,11 @@ def apply_seccomp() -> dict[str, Any]:
         # ENOSYS; clone3's flags live in memory, out of a filter's reach.
         rule(deny, "clone", (0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0))
         rule(_scmp_errno(errno.ENOSYS), "clone3")
+        # No setuid/setgid files: scratch is on the host's filesystem, where such a file
+        # would run with the host user's identity. (mode argument index per syscall)
+        for name, mode_arg in _MODE_ARGS:
+            for bits in (0o4000, 0o2000, 0o6000):
+                rule(deny, name, (mode_arg, _SCMP_CMP_MASKED_EQ, 0o6000, bits))
         # prlimit64(pid, resource, new, old): reading a limit is fine, setting one is not.
         rule(deny, "prlimit64", (2, _SCMP_CMP_NE, 0, 0))
         # Signals only to this process itself (not to its group, not to pid -1).
@@ -350,5 +368,5 @@ def apply_seccomp() -> dict[str, Any]:
             raise OSError(-status, f"seccomp_load: {os.strerror(-status)}")
     finally:
         lib.seccomp_release(ctx)
-    conditional = ["clone", "clone3", "prlimit64", "kill", "tgkill", "rt_sigqueueinfo"]
+    conditional = ["clone", "clone3", "chmod/open with setuid bits", "prlimit64", "kill"]
     return {"denied": len(denied), "conditional": conditional}

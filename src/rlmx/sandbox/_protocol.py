@@ -21,6 +21,7 @@ __all__ = [
     "BYTES",
     "HEADER",
     "JSON",
+    "STRAY_THREADS_EXIT",
     "Frame",
     "FrameLimits",
     "ProtocolError",
@@ -30,6 +31,9 @@ __all__ = [
     "read_frame_blocking",
     "write_all",
 ]
+
+# The worker's exit status when threads left behind by a cell keep using the CPU.
+STRAY_THREADS_EXIT: Final = 75
 
 JSON: Final = b"J"
 BYTES: Final = b"B"

@@ -23,7 +23,9 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from rlmx.sandbox import _confine
 from rlmx.sandbox._protocol import (
     BYTES,
     JSON,
+    STRAY_THREADS_EXIT,
     FrameLimits,
     ProtocolError,
     decode_json,
@@ -46,6 +49,10 @@ __all__ = ["main"]
 
 _MAIN_OPS = frozenset({"exec", "context", "variable", "shutdown"})
 _READ_CHUNK = 16 * 1024 * 1024
+# CPU the process may use while no request is being served (late sub-call answers and
+# the like) before it counts as threads left running by a cell.
+_IDLE_CPU_BUDGET_S = 0.5
+_IDLE_CHECK_S = 0.2
 # The host is trusted; these only bound a confused host, not an attacker.
 _HOST_LIMITS = FrameLimits(max_json_bytes=1 << 31, max_bytes_frame=1 << 31)
 
@@ -88,8 +95,9 @@ class _Channel:
 class _HostClient:
     """``SubCallClient`` over the channel: each call blocks until the host answers."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: _Channel, cell_running: Callable[[], bool]) -> None:
         self._channel = channel
+        self._cell_running = cell_running
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
@@ -102,6 +110,11 @@ class _HostClient:
             pending.event.set()
 
     def _call(self, message: dict[str, Any], blobs: list[bytes]) -> list[str]:
+        if not self._cell_running():
+            raise RuntimeError(
+                "sub-calls are only possible while a cell runs: a thread started by a cell "
+                "must finish (be joined) within that cell"
+            )
         call_id = next(self._ids)
         pending = _Pending()
         with self._lock:
@@ -194,7 +207,7 @@ def _load_context(message: dict[str, Any]) -> Any:
 class _Worker:
     def __init__(self, channel: _Channel, config: dict[str, Any]) -> None:
         self.channel = channel
-        self.client = _HostClient(channel)
+        self.client = _HostClient(channel, lambda: self._running)
         self.inbox: queue.SimpleQueue[tuple[dict[str, Any], list[bytes]] | None] = (
             queue.SimpleQueue()
         )
@@ -203,6 +216,7 @@ class _Worker:
             max_output_chars=int(config.get("max_output_chars", 20_000)),
         )
         self._running = False
+        self._busy = False
         self._timeout_s: float | None = None
 
     # The cell's clock: SIGALRM for timeouts, SIGUSR1 when the host cancels the cell.
@@ -238,11 +252,39 @@ class _Worker:
             pass
         self.inbox.put(None)  # the host is gone: stop
 
+    def watch_idle_cpu(self) -> None:
+        """End the process when it works while idle: a cell's threads outliving the cell.
+
+        Python cannot stop a thread, and code left running after its cell would escape
+        the cell's time limit (and could keep calling the host). While the main thread
+        waits for the next request, the process should be asleep; past a small CPU
+        budget it exits, and the host reports the restart on the next cell.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
+        mark: float | None = None
+        while True:
+            time.sleep(_IDLE_CHECK_S)
+            if self._busy:
+                mark = None
+                continue
+            now = time.process_time()
+            if mark is None:
+                mark = now
+            elif now - mark > _IDLE_CPU_BUDGET_S:
+                os.write(2, b"threads started by a cell kept running after it ended\n")
+                os._exit(STRAY_THREADS_EXIT)
+
     def serve(self) -> None:
         signal.signal(signal.SIGALRM, self._on_signal)
         signal.signal(signal.SIGUSR1, self._on_signal)
         threading.Thread(target=self.read_host, name="rlmx-host-channel", daemon=True).start()
-        while (item := self.inbox.get()) is not None:
+        threading.Thread(target=self.watch_idle_cpu, name="rlmx-idle-watch", daemon=True).start()
+        while True:
+            self._busy = False
+            item = self.inbox.get()
+            self._busy = True
+            if item is None:
+                return
             message, _blobs = item
             if message["op"] == "shutdown":
                 return

@@ -32,6 +32,7 @@ from rlmx.sandbox import _spawn
 from rlmx.sandbox._protocol import (
     BYTES,
     JSON,
+    STRAY_THREADS_EXIT,
     FrameLimits,
     ProtocolError,
     check_header,
@@ -292,6 +293,11 @@ class _WorkerProcess:
         code = self.proc.returncode
         if code is None:
             return "stopped responding"
+        if code == STRAY_THREADS_EXIT:
+            return (
+                "was stopped because threads started by an earlier cell kept working after "
+                "that cell ended (start threads only to join them within the same cell)"
+            )
         # bwrap reports a child killed by signal N as status 128 + N, as shells do.
         signum = -code if code < 0 else code - 128 if code > 128 else 0
         if signum:
@@ -380,10 +386,18 @@ class IsolatedSandbox(Sandbox):
     def _dirs(self) -> tuple[Path, Path]:
         if self._base is None:
             self._base = Path(tempfile.mkdtemp(prefix="rlmx-sandbox-"))
-            (self._base / "scratch").mkdir()
+            (self._base / "scratch").mkdir(mode=0o700)
             (self._base / "context").mkdir()
-            self._base.chmod(0o755)
+            # Only the host's user (and the worker, which runs as it or as nobody) may
+            # enter: nothing the worker leaves in scratch is reachable by other users.
+            self._base.chmod(0o711 if self._drop_uid() else 0o700)
         return self._base / "scratch", self._base / "context"
+
+    def _drop_uid(self) -> bool:
+        """Run the worker as nobody: only for a root host without namespaces."""
+        found = _spawn.probe()
+        bwrap = found.bwrap if self.use_bwrap is not False else None
+        return bwrap is None and os.geteuid() == 0 and _nobody_can_run()
 
     def _memory_limit(self) -> int:
         if self.memory_mb is not None:
@@ -398,7 +412,7 @@ class IsolatedSandbox(Sandbox):
         if self.use_bwrap and bwrap is None:
             raise SandboxError(f"use_bwrap=True but bubblewrap is unusable: {found.bwrap_problem}")
         scratch, context_dir = self._dirs()
-        drop_uid = bwrap is None and os.geteuid() == 0 and _nobody_can_run()
+        drop_uid = bwrap is None and self._drop_uid()
         if drop_uid:
             os.chown(scratch, _spawn.NOBODY, _spawn.NOBODY)
         to_worker_r, to_worker_w = os.pipe()
