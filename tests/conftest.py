@@ -8,6 +8,10 @@ import pytest
 
 import rlmx.models
 
+# The sandbox contract's plain asserts get pytest's detailed messages only if rewritten,
+# which must be registered before any test module imports it.
+pytest.register_assert_rewrite("tests.sandbox.contract")
+
 # Child processes (the CLI under test) inherit the switch through the environment.
 os.environ["RLMX_ALLOW_MODEL_REQUESTS"] = "0"
 rlmx.models.ALLOW_MODEL_REQUESTS = False

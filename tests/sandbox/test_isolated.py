@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 
-pytest.register_assert_rewrite("tests.sandbox.contract")
-
-import rlmx  # noqa: E402
-from rlmx.exceptions import ContextError, SandboxError  # noqa: E402
-from rlmx.sandbox import (  # noqa: E402
+import rlmx
+from rlmx.exceptions import ContextError, SandboxError
+from rlmx.sandbox import (
     IsolatedSandbox,
     IsolationWarning,
     Sandbox,
@@ -29,8 +27,8 @@ from rlmx.sandbox import (  # noqa: E402
     _spawn,
     get_sandbox,
 )
-from rlmx.sandbox._spawn import IsolationProbe, probe  # noqa: E402
-from tests.sandbox.contract import FakeHandler, OpenSandbox, SandboxContract, ok  # noqa: E402
+from rlmx.sandbox._spawn import IsolationProbe, probe
+from tests.sandbox.contract import FakeHandler, OpenSandbox, SandboxContract, ok
 
 
 class TestIsolatedSandbox(SandboxContract):

@@ -11,12 +11,9 @@ import time
 
 import pytest
 
-# The contract's plain asserts get pytest's detailed messages only if rewritten on import.
-pytest.register_assert_rewrite("tests.sandbox.contract")
-
-from rlmx.exceptions import ConfigError, SandboxError  # noqa: E402
-from rlmx.sandbox import Sandbox, SandboxConfig, available_sandboxes, get_sandbox  # noqa: E402
-from tests.sandbox.contract import OpenSandbox, SandboxContract, ok, run_json  # noqa: E402
+from rlmx.exceptions import ConfigError, SandboxError
+from rlmx.sandbox import Sandbox, SandboxConfig, available_sandboxes, get_sandbox
+from tests.sandbox.contract import OpenSandbox, SandboxContract, ok, run_json
 
 
 def skip_if_traced_on_311() -> None:

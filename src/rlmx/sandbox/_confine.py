@@ -308,6 +308,8 @@ def _libseccomp() -> ctypes.CDLL:
     lib.seccomp_load.restype = ctypes.c_int
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     lib.seccomp_release.restype = None
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    lib.seccomp_attr_set.restype = ctypes.c_int
     return lib
 
 
@@ -322,7 +324,18 @@ def seccomp_unavailable_reason() -> str | None:
     return None
 
 
-def apply_seccomp() -> dict[str, Any]:
+# Path-based metadata changes. Landlock does not cover them, so without a mount
+# namespace (host files read-only) they are denied outright; fd-based ones (fchmod,
+# fsetxattr) need a file Landlock let the worker open.
+METADATA_BY_PATH = (
+    "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "utime", "utimes",
+    "futimesat", "utimensat", "setxattr", "lsetxattr", "removexattr", "lremovexattr",
+)  # fmt: skip
+_SCMP_FLTATR_ACT_BADARCH = 1
+_SCMP_ACT_KILL_PROCESS = 0x80000000
+
+
+def apply_seccomp(*, deny_metadata_by_path: bool = False) -> dict[str, Any]:
     """Install the filter: listed syscalls fail with EPERM; the rest is allowed.
 
     A deny list rather than an allow list: CPython and the extension modules a model may
@@ -347,7 +360,10 @@ def apply_seccomp() -> dict[str, Any]:
         return True
 
     try:
-        denied = [name for name in SECCOMP_DENIED if rule(deny, name)]
+        # A call through a foreign ABI (x32, int 0x80) ends the whole process, not a thread.
+        lib.seccomp_attr_set(ctx, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_KILL_PROCESS)
+        names = SECCOMP_DENIED + (METADATA_BY_PATH if deny_metadata_by_path else ())
+        denied = [name for name in names if rule(deny, name)]
         # Threads yes, processes no. glibc tries clone3 first and falls back to clone on
         # ENOSYS; clone3's flags live in memory, out of a filter's reach.
         rule(deny, "clone", (0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0))

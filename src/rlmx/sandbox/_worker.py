@@ -366,7 +366,9 @@ def _confine_self(config: dict[str, Any]) -> dict[str, Any]:
             layers["seccomp"] = {"error": reason}
         else:
             try:
-                layers["seccomp"] = _confine.apply_seccomp()
+                layers["seccomp"] = _confine.apply_seccomp(
+                    deny_metadata_by_path=not config.get("namespaces", False)
+                )
             except OSError as exc:
                 layers["seccomp"] = {"error": str(exc)}
     layers["uid"] = os.getuid()

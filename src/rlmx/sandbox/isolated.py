@@ -289,6 +289,13 @@ class _WorkerProcess:
         self._writer.close()
         self._gone("the sandbox was closed")
 
+    def death_description(self) -> str:
+        """Why the worker is gone: the host's reason when it stopped it, else how it ended."""
+        reason = self.gone_reason or ""
+        if "protocol" in reason:
+            return reason.replace("the worker ", "", 1)
+        return self.exit_description()
+
     def exit_description(self) -> str:
         code = self.proc.returncode
         if code is None:
@@ -476,6 +483,7 @@ class IsolatedSandbox(Sandbox):
                     "core_bytes": 0,
                 },
                 "sub_calls": self.config.handler is not None,
+                "namespaces": bwrap is not None,
                 "max_output_chars": self.config.max_output_chars,
             }
         )
@@ -532,7 +540,7 @@ class IsolatedSandbox(Sandbox):
             return worker
         if worker is not None:  # it died between cells
             lost = await self._replace(worker)
-            self._lost_notice = (f"the REPL process {worker.exit_description()}", lost)
+            self._lost_notice = (f"the REPL process {worker.death_description()}", lost)
         self._worker = await self._start_worker()
         return self._worker
 
@@ -609,7 +617,7 @@ class IsolatedSandbox(Sandbox):
         except _WorkerGone:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.proc.wait(), 1.0)
-            description = worker.exit_description()
+            description = worker.death_description()
             output = worker.output_text(800)
             lost = await self._replace(worker)
             detail = f"\n{output}" if output else ""
