@@ -213,6 +213,7 @@ _METADATA_OPS = pytest.mark.parametrize(
     ids=["chmod", "utime", "chown", "setxattr"],
 )
 
+
 async def _metadata_attack(
     request: pytest.FixtureRequest,
     sandbox: IsolatedSandbox,
