@@ -117,13 +117,15 @@ def _bwrap_args(*, scratch: str, context_dir: str) -> list[str]:
         "--hostname",
         "rlmx-sandbox",
     ]
+    # The private /tmp first: paths bound later (an interpreter or a checkout that lives
+    # under /tmp, the sandbox's own directories) are mounted on top of it, not hidden.
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in interpreter_paths():
         link = Path(path)
         if link.is_symlink() and link.parent == Path("/"):
             args += ["--symlink", str(link.readlink()), path]
         else:
             args += ["--ro-bind-try", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     args += ["--bind", scratch, scratch, "--ro-bind", context_dir, context_dir]
     for key, value in worker_env(scratch).items():
         args += ["--setenv", key, value]
