@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -180,6 +181,33 @@ def blocked(outcome: str) -> str:
 async def run(sandbox: IsolatedSandbox, code: str) -> ExecResult:
     """Run one cell; model errors come back in the result, never as exceptions."""
     return await sandbox.execute(code)
+
+
+async def run_while_ticking(
+    sandbox: IsolatedSandbox, code: str, *, period: float, settle_s: float = 0.0
+) -> tuple[ExecResult, float, int]:
+    """Run a cell while a host task ticks every ``period``: the host's loop must not freeze.
+
+    Returns the result, the cell's wall time and the ticks counted (``settle_s`` more
+    seconds of ticking after the cell, outside the wall time).
+    """
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(period)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        r = await run(sandbox, code)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(settle_s)
+    finally:
+        ticker.cancel()
+    return r, elapsed, ticks
 
 
 def texts(result: ExecResult) -> str:

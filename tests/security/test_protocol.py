@@ -17,7 +17,7 @@ import pytest
 
 from rlmx.sandbox import ExecResult, IsolatedSandbox
 from tests.sandbox.contract import FakeHandler
-from tests.security._helpers import Opener, run
+from tests.security._helpers import Opener, run, run_while_ticking
 
 RAW_WRITE = (
     "import os, sys, time, json\n"
@@ -31,20 +31,7 @@ RAW_WRITE = (
 
 async def _with_ticker(sandbox: IsolatedSandbox, code: str) -> ExecResult:
     """Run the attack while a host task keeps ticking; it must keep ticking."""
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    try:
-        r = await run(sandbox, code)
-        await asyncio.sleep(0.05)
-    finally:
-        ticker.cancel()
+    r, _elapsed, ticks = await run_while_ticking(sandbox, code, period=0.01, settle_s=0.05)
     assert ticks > 0
     return r
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from tests.security._helpers import (
     blocked,
     process_alive,
     run,
+    run_while_ticking,
     scratch_dir,
 )
 
@@ -44,21 +44,7 @@ async def _loop_sandbox(
 
 async def _timed(sandbox: IsolatedSandbox, code: str) -> tuple[ExecResult, float]:
     """Run a cell while a host task keeps ticking: the host's loop is never frozen."""
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    started = time.monotonic()
-    try:
-        r = await run(sandbox, code)
-    finally:
-        ticker.cancel()
-    elapsed = time.monotonic() - started
+    r, elapsed, ticks = await run_while_ticking(sandbox, code, period=0.05)
     assert ticks >= int(elapsed / 0.05) // 4, "the host's event loop was starved"
     return r, elapsed
 

@@ -148,8 +148,6 @@ class _HostClient:
 
 
 def _encode_context(value: Any) -> bytes:
-    if isinstance(value, str):
-        return json.dumps(value).encode()
     try:
         return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError) as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -400,11 +401,16 @@ class IsolatedSandbox(Sandbox):
             self._base.chmod(0o711 if self._drop_uid() else 0o700)
         return self._base / "scratch", self._base / "context"
 
+    def _bwrap(self) -> str | None:
+        """The bwrap to wrap the worker in, or ``None`` (unusable here, or turned off)."""
+        found = _spawn.probe()
+        if self.use_bwrap and found.bwrap is None:
+            raise SandboxError(f"use_bwrap=True but bubblewrap is unusable: {found.bwrap_problem}")
+        return found.bwrap if self.use_bwrap is not False else None
+
     def _drop_uid(self) -> bool:
         """Run the worker as nobody: only for a root host without namespaces."""
-        found = _spawn.probe()
-        bwrap = found.bwrap if self.use_bwrap is not False else None
-        return bwrap is None and os.geteuid() == 0 and _nobody_can_run()
+        return self._bwrap() is None and os.geteuid() == 0 and _nobody_can_run()
 
     def _memory_limit(self) -> int:
         if self.memory_mb is not None:
@@ -415,11 +421,9 @@ class IsolatedSandbox(Sandbox):
         if self._closed:
             raise SandboxError("the sandbox is closed")
         found = _spawn.probe()
-        bwrap = found.bwrap if self.use_bwrap is not False else None
-        if self.use_bwrap and bwrap is None:
-            raise SandboxError(f"use_bwrap=True but bubblewrap is unusable: {found.bwrap_problem}")
+        bwrap = self._bwrap()
         scratch, context_dir = self._dirs()
-        drop_uid = bwrap is None and self._drop_uid()
+        drop_uid = self._drop_uid()
         if drop_uid:
             os.chown(scratch, _spawn.NOBODY, _spawn.NOBODY)
         to_worker_r, to_worker_w = os.pipe()
@@ -703,17 +707,7 @@ def _with_restart_notice(
         "`context` and the helper functions are available again."
     )
     error = f"{result.error}\n{note}" if result.error else note
-    return ExecResult(
-        stdout=result.stdout,
-        stderr=result.stderr,
-        error=error,
-        final=result.final,
-        timed_out=result.timed_out,
-        duration_s=result.duration_s,
-        truncated_chars=result.truncated_chars,
-        restarted=True,
-        lost_variables=lost,
-    )
+    return dataclasses.replace(result, error=error, restarted=True, lost_variables=lost)
 
 
 def _nobody_can_run() -> bool:
