@@ -448,8 +448,8 @@ class IsolatedSandbox(Sandbox):
                 **extra,
             )
         except OSError as exc:
-            for fd in (*fds, to_worker_w, from_worker_r):
-                os.close(fd)
+            os.close(to_worker_w)  # the child's ends are closed below, in every case
+            os.close(from_worker_r)
             raise SandboxError(f"could not start the sandbox worker: {exc}") from exc
         finally:
             for fd in fds:
