@@ -432,13 +432,14 @@ class Engine:
                 request_depth=depth,
             )
             raise
-        cost = self.budget.record(model, response.model_name, depth, response.usage)
+        cost = self.budget.record(model, response, depth)
         self._emit(
             state,
             "model_response",
             request_id=request_id,
             call_id=call_id,
             model=model.name,
+            answered_by=response.answered_by,
             response_model=response.model_name,
             text=response.text,
             finish_reason=response.finish_reason,

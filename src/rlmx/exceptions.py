@@ -6,9 +6,11 @@
     ├── UserError                 the caller's mistake: bad arguments, config, input
     │   ├── ConfigError           missing API key, invalid limits, bad option values
     │   ├── UnknownProviderError  "provider:model" names a provider nobody registered
+    │   ├── MissingExtraError     a provider's optional package is not installed (also ImportError)
     │   └── ContextError          a context path that does not exist, an unsupported value
     ├── ModelError                something went wrong talking to a model
     │   ├── ModelAPIError         the provider answered with an error (status, body)
+    │   │   └── ContextLengthError  the prompt does not fit the model's context window
     │   ├── ModelConnectionError  the endpoint could not be reached or timed out
     │   ├── ModelResponseError    the provider answered with something unusable
     │   ├── ModelRequestsDisabled a real provider was called while requests are switched off
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "ContextError",
+    "ContextLengthError",
     "LimitExceeded",
+    "MissingExtraError",
     "ModelAPIError",
     "ModelConnectionError",
     "ModelError",
@@ -75,27 +79,88 @@ class UnknownProviderError(ConfigError):
         )
 
 
+class MissingExtraError(ConfigError, ImportError):
+    """A provider needs an optional package; the message names the extra to install."""
+
+    def __init__(self, provider: str, extra: str, package: str) -> None:
+        self.provider = provider
+        self.extra = extra
+        super().__init__(
+            f'The {provider!r} provider needs the {package!r} package: pip install "rlmx[{extra}]"'
+        )
+
+
 class ContextError(UserError):
     """A context could not be loaded (missing path, unsupported value)."""
 
 
 class ModelError(RLMError):
-    """A model could not produce a reply."""
+    """A model could not produce a reply.
 
-    def __init__(self, message: str, *, model: str | None = None) -> None:
+    ``model`` is the ``"provider:model"`` name; ``attempts`` how many requests were made
+    before giving up (the retry wrapper sets it); ``retry_after_s`` is the wait the provider
+    asked for, when it said (``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        retry_after_s: float | None = None,
+        attempts: int = 1,
+    ) -> None:
         self.model = model
+        self.retry_after_s = retry_after_s
+        self.attempts = attempts
         super().__init__(message)
+
+    @property
+    def provider(self) -> str | None:
+        """The provider part of ``model`` (``"openai"`` for ``"openai:gpt-5"``)."""
+        if self.model is None:
+            return None
+        return self.model.partition(":")[0]
 
 
 class ModelAPIError(ModelError):
     """The provider answered with an error status."""
 
     def __init__(
-        self, message: str, *, model: str | None = None, status: int | None = None, body: Any = None
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        body: Any = None,
+        retry_after_s: float | None = None,
+        attempts: int = 1,
     ) -> None:
         self.status = status
         self.body = body
-        super().__init__(message, model=model)
+        super().__init__(message, model=model, retry_after_s=retry_after_s, attempts=attempts)
+
+
+class ContextLengthError(ModelAPIError):
+    """The prompt is larger than the model's context window (refused by the provider, or
+    before sending by the pre-flight size check). Retrying cannot help; splitting can.
+
+    ``prompt_tokens`` and ``context_window`` are filled in when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = 400,
+        body: Any = None,
+        prompt_tokens: int | None = None,
+        context_window: int | None = None,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.context_window = context_window
+        super().__init__(message, model=model, status=status, body=body)
 
 
 class ModelConnectionError(ModelError):

@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from rlmx.exceptions import ConfigError
-from rlmx.usage import RequestUsage, RunUsage
+from rlmx.usage import RunUsage
 
 if TYPE_CHECKING:
-    from rlmx.models.base import Model
+    from rlmx.models.base import Model, ModelResponse
 
 __all__ = ["Budget", "Limits", "StopReason"]
 
@@ -114,20 +114,24 @@ class Budget:
         """Set once a tree-wide limit is hit; every run in the tree then winds down."""
 
     # --------------------------------------------------------------- spending
-    def record(
-        self, model: Model, response_model: str, depth: int, usage: RequestUsage
-    ) -> Decimal | None:
-        """Add one request's usage; returns its cost (``None`` if the price is unknown)."""
+    def record(self, model: Model, response: ModelResponse, depth: int) -> Decimal | None:
+        """Add one request's usage; returns its cost (``None`` if the price is unknown).
+
+        The usage is filed under the model that answered (``response.answered_by``, set by
+        a fallback chain), else under ``model``.
+        """
+        usage, response_model = response.usage, response.model_name
+        name = response.answered_by or model.name
         cost = model.cost_of(usage, response_model)
-        if cost is None and model.name not in self._unpriced:
-            self._unpriced.add(model.name)
+        if cost is None and name not in self._unpriced:
+            self._unpriced.add(name)
             warnings.warn(
-                f"No price known for model {response_model!r} ({model.name}); cost_usd will "
+                f"No price known for model {response_model!r} ({name}); cost_usd will "
                 "be None. Add it to the price table or give the Model a price.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.usage.incr(model.name, depth, usage, cost)
+        self.usage.incr(name, depth, usage, cost)
         self.depth_reached = max(self.depth_reached, depth)
         return cost
 

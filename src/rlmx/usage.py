@@ -41,6 +41,8 @@ class ModelUsage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    cached_responses: int = 0
+    """Requests answered from the local response cache (their tokens are counted as usual)."""
     cost_usd: Decimal | None = Decimal(0)
     """``None`` once any request had no known price."""
 
@@ -50,6 +52,7 @@ class ModelUsage:
         self.output_tokens += usage.output_tokens
         self.cached_input_tokens += usage.cached_input_tokens
         self.reasoning_tokens += usage.reasoning_tokens
+        self.cached_responses += int(usage.cached_response)
         self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
 
     def merge(self, other: ModelUsage) -> None:
@@ -58,6 +61,7 @@ class ModelUsage:
         self.output_tokens += other.output_tokens
         self.cached_input_tokens += other.cached_input_tokens
         self.reasoning_tokens += other.reasoning_tokens
+        self.cached_responses += other.cached_responses
         if self.cost_usd is None or other.cost_usd is None:
             self.cost_usd = None
         else:
@@ -74,6 +78,7 @@ class ModelUsage:
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cached_responses": self.cached_responses,
             "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
         }
 
@@ -126,6 +131,10 @@ class RunUsage:
     @property
     def reasoning_tokens(self) -> int:
         return self.total.reasoning_tokens
+
+    @property
+    def cached_responses(self) -> int:
+        return self.total.cached_responses
 
     @property
     def total_tokens(self) -> int:

@@ -65,6 +65,22 @@ for _preset in PRESETS:
     register_provider(_preset, _openai_factory(_preset))
 
 
+def _lazy_factory(module: str, class_name: str) -> ModelFactory:
+    # The SDKs are optional extras: import them only when a model of theirs is asked for.
+    def factory(model_name: str, **kwargs: Any) -> Model:
+        import importlib
+
+        cls: type[Model] = getattr(importlib.import_module(module), class_name)
+        return cls(model_name, **kwargs)
+
+    return factory
+
+
+register_provider("anthropic", _lazy_factory("rlmx.models.anthropic", "AnthropicModel"))
+register_provider("gemini", _lazy_factory("rlmx.models.gemini", "GeminiModel"))
+register_provider("llamacpp", _lazy_factory("rlmx.models.llamacpp", "LlamaCppModel"))
+
+
 def get_model(spec: str | Model, *, base_url: str | None = None, **kwargs: Any) -> Model:
     """Resolve ``"provider:model"`` (or return a ``Model`` unchanged).
 

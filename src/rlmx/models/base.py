@@ -15,6 +15,7 @@ __all__ = [
     "Model",
     "ModelResponse",
     "ModelSettings",
+    "estimate_message_tokens",
     "estimate_tokens",
     "messages_to_dicts",
 ]
@@ -73,11 +74,23 @@ class ModelResponse:
     model_name: str
     """The model that answered, as the provider named it (used for pricing)."""
     finish_reason: str | None = None
+    answered_by: str | None = None
+    """The ``"provider:model"`` name of the model that answered, when it is not the one
+    asked (a fallback chain answering with its second model); usage is recorded under it."""
 
 
 def estimate_tokens(text: str) -> int:
     """A deterministic, tokenizer-free estimate (about four characters a token)."""
     return max(1, (len(text) + 3) // 4)
+
+
+# Chat templates add a few tokens of framing per message (role markers, separators).
+_MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_message_tokens(messages: Sequence[Message]) -> int:
+    """:func:`estimate_tokens` over a conversation, with per-message framing."""
+    return sum(estimate_tokens(m.content) + _MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
 class Model(abc.ABC):
@@ -98,6 +111,25 @@ class Model(abc.ABC):
         self, messages: Sequence[Message], settings: ModelSettings | None = None
     ) -> ModelResponse:
         """Send ``messages`` and return the reply with its usage."""
+
+    @property
+    def provider(self) -> str:
+        """The provider part of :attr:`name` (``"openai"`` for ``"openai:gpt-5"``)."""
+        return self.name.partition(":")[0]
+
+    @property
+    def rate_limit_key(self) -> str:
+        """Which shared rate limiter this model's requests draw from.
+
+        Providers limit per account (API key) and endpoint, so models that share both share
+        one limiter. Subclasses holding a key include a digest of it, never the key.
+        """
+        return self.provider
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """How many prompt tokens ``messages`` will take: an estimate unless the model has
+        its own tokenizer at hand (the embedded llama.cpp model counts exactly)."""
+        return estimate_message_tokens(messages)
 
     def cost_of(self, usage: RequestUsage, response_model: str | None = None) -> Decimal | None:
         """USD cost of one request, from the price table; ``None`` when the price is unknown.

@@ -9,23 +9,29 @@ than the default httpx transport when hundreds of sub-calls are in flight.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
-from urllib.parse import urlparse
 
 import openai
 
 from rlmx.exceptions import (
     ConfigError,
+    ContextLengthError,
     ModelAPIError,
     ModelConnectionError,
     ModelRequestsDisabled,
     ModelResponseError,
+)
+from rlmx.models._common import (
+    key_digest,
+    looks_like_context_length,
+    parse_retry_after,
+    requests_allowed,
 )
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings, messages_to_dicts
 from rlmx.usage import RequestUsage
@@ -44,6 +50,8 @@ class OpenAIPreset:
     key_env: str | None
     key_required: bool
     base_url_env: str | None = None
+    self_hosted: bool = False
+    """Runs on the user's own hardware: requests cost nothing per token."""
 
 
 PRESETS: dict[str, OpenAIPreset] = {
@@ -54,46 +62,37 @@ PRESETS: dict[str, OpenAIPreset] = {
     "groq": OpenAIPreset("https://api.groq.com/openai/v1", "GROQ_API_KEY", True),
     "together": OpenAIPreset("https://api.together.xyz/v1", "TOGETHER_API_KEY", True),
     "vllm": OpenAIPreset(
-        "http://localhost:8000/v1", "VLLM_API_KEY", False, base_url_env="VLLM_BASE_URL"
+        "http://localhost:8000/v1",
+        "VLLM_API_KEY",
+        False,
+        base_url_env="VLLM_BASE_URL",
+        self_hosted=True,
     ),
     "ollama": OpenAIPreset(
-        "http://localhost:11434/v1", None, False, base_url_env="OLLAMA_BASE_URL"
+        "http://localhost:11434/v1", None, False, base_url_env="OLLAMA_BASE_URL", self_hosted=True
     ),
     "lmstudio": OpenAIPreset(
-        "http://localhost:1234/v1", None, False, base_url_env="LMSTUDIO_BASE_URL"
+        "http://localhost:1234/v1", None, False, base_url_env="LMSTUDIO_BASE_URL", self_hosted=True
     ),
     "llamacpp-server": OpenAIPreset(
-        "http://localhost:8080/v1", "LLAMACPP_API_KEY", False, base_url_env="LLAMACPP_BASE_URL"
+        "http://localhost:8080/v1",
+        "LLAMACPP_API_KEY",
+        False,
+        base_url_env="LLAMACPP_BASE_URL",
+        self_hosted=True,
     ),
 }
 
 
-def _is_loopback(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:  # an IP literal; a DNS name such as "127.example.com" is not loopback
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def requests_allowed(base_url: str) -> bool:
-    """Whether a real request to ``base_url`` may be sent now.
-
-    ``rlmx.models.ALLOW_MODEL_REQUESTS = False`` (or ``RLMX_ALLOW_MODEL_REQUESTS=0`` in the
-    environment, which child processes inherit) blocks every request that could cost
-    money. Loopback servers stay allowed: they are the test suite's own.
-    """
-    import rlmx.models as models_pkg
-
-    env = os.environ.get("RLMX_ALLOW_MODEL_REQUESTS", "").strip().lower()
-    allowed = models_pkg.ALLOW_MODEL_REQUESTS and env not in {"0", "false", "no"}
-    return allowed or _is_loopback(base_url)
-
-
 class OpenAIChatModel(Model):
-    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    ``stream=True`` receives the reply as server-sent events (with usage in the last
+    event): a long generation then keeps the connection visibly alive, and a stream that
+    stops before its end is reported as an unusable (retryable) response. The SDK's own
+    retries are off by default (``max_retries=0``): :class:`~rlmx.models.RetryModel`
+    retries, with backoff shared knowledge of ``Retry-After``.
+    """
 
     def __init__(
         self,
@@ -105,7 +104,8 @@ class OpenAIChatModel(Model):
         settings: ModelSettings | None = None,
         context_window: int | None = None,
         timeout_s: float = 600.0,
-        max_retries: int = 2,
+        max_retries: int = 0,
+        stream: bool = False,
     ) -> None:
         preset = PRESETS.get(provider, PRESETS["openai"])
         env_base = os.environ.get(preset.base_url_env) if preset.base_url_env else None
@@ -120,7 +120,6 @@ class OpenAIChatModel(Model):
                     f"(or pass api_key=... / --base-url for a server that needs none)."
                 )
             api_key = _PLACEHOLDER_KEY
-        self.provider = provider
         self.name = f"{provider}:{model_name}"
         self.model_name = model_name
         self.default_settings = settings or ModelSettings()
@@ -132,9 +131,20 @@ class OpenAIChatModel(Model):
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._max_retries = max_retries
+        self.stream = stream
+        self._self_hosted = preset.self_hosted and provider in PRESETS
         # aiohttp sessions belong to one event loop: keep one client per loop.
         self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
         self._warned_no_usage = False
+
+    @property
+    def rate_limit_key(self) -> str:
+        return f"{self.provider}|{self.base_url}|{key_digest(self._api_key)}"
+
+    def cost_of(self, usage: RequestUsage, response_model: str | None = None) -> Decimal | None:
+        if self._self_hosted:
+            return Decimal(0)  # your own hardware: no per-token price
+        return super().cost_of(usage, response_model)
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
@@ -191,10 +201,11 @@ class OpenAIChatModel(Model):
                 model=self.name,
             )
         merged = self.default_settings.merged(settings)
+        kwargs = self._request_kwargs(messages, merged)
         try:
-            completion = await self._client().chat.completions.create(
-                **self._request_kwargs(messages, merged)
-            )
+            if self.stream:
+                return await self._streamed(kwargs)
+            completion = await self._client().chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except openai.APIConnectionError as exc:
@@ -213,9 +224,53 @@ class OpenAIChatModel(Model):
             ) from None
         return self._to_response(completion)
 
+    async def _streamed(self, kwargs: dict[str, Any]) -> ModelResponse:
+        stream = await self._client().chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+        pieces: list[str] = []
+        finish_reason: str | None = None
+        model_name: str | None = None
+        usage: Any = None
+        async for chunk in stream:
+            model_name = chunk.model or model_name
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices or ():
+                if choice.index != 0:
+                    continue
+                if choice.delta is not None and choice.delta.content:
+                    pieces.append(choice.delta.content)
+                if choice.finish_reason is not None:
+                    finish_reason = choice.finish_reason
+        if finish_reason is None:
+            raise ModelResponseError(
+                f"{self.name}'s reply stream ended before the reply was finished "
+                f"({len(pieces)} pieces received, no finish_reason).",
+                model=self.name,
+            )
+        return ModelResponse(
+            text="".join(pieces),
+            usage=self._usage(usage),
+            model_name=model_name or self.model_name,
+            finish_reason=finish_reason,
+        )
+
     def _status_error(self, exc: openai.APIStatusError) -> ModelAPIError:
         status = exc.status_code
         detail = exc.message
+        retry_after = parse_retry_after(exc.response.headers)
+        body = exc.body
+        code = body.get("code") if isinstance(body, dict) else None
+        if status in (400, 413, 422) and looks_like_context_length(code, detail):
+            return ContextLengthError(
+                f"{self.name} refused the prompt as too long for its context window "
+                f"(HTTP {status}: {detail}).",
+                model=self.name,
+                status=status,
+                body=body,
+                context_window=self.context_window,
+            )
         hint = ""
         if status == 401:
             preset = PRESETS.get(self.provider)
@@ -229,7 +284,8 @@ class OpenAIChatModel(Model):
             f"{self.name} failed with HTTP {status}: {detail}.{hint}",
             model=self.name,
             status=status,
-            body=exc.body,
+            body=body,
+            retry_after_s=retry_after,
         )
 
     def _to_response(self, completion: Any) -> ModelResponse:
@@ -237,8 +293,18 @@ class OpenAIChatModel(Model):
         if not choices:
             raise ModelResponseError(f"{self.name} returned no choices", model=self.name)
         choice = choices[0]
-        text = choice.message.content or ""
-        usage = completion.usage
+        if choice.message is None:
+            raise ModelResponseError(
+                f"{self.name} returned a choice with no message", model=self.name
+            )
+        return ModelResponse(
+            text=choice.message.content or "",
+            usage=self._usage(completion.usage),
+            model_name=completion.model or self.model_name,
+            finish_reason=choice.finish_reason,
+        )
+
+    def _usage(self, usage: Any) -> RequestUsage:
         if usage is None:
             if not self._warned_no_usage:
                 self._warned_no_usage = True
@@ -248,19 +314,12 @@ class OpenAIChatModel(Model):
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            request_usage = RequestUsage()
-        else:
-            prompt_details = getattr(usage, "prompt_tokens_details", None)
-            completion_details = getattr(usage, "completion_tokens_details", None)
-            request_usage = RequestUsage(
-                input_tokens=usage.prompt_tokens or 0,
-                output_tokens=usage.completion_tokens or 0,
-                cached_input_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
-                reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
-            )
-        return ModelResponse(
-            text=text,
-            usage=request_usage,
-            model_name=completion.model or self.model_name,
-            finish_reason=choice.finish_reason,
+            return RequestUsage()
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
+        return RequestUsage(
+            input_tokens=usage.prompt_tokens or 0,
+            output_tokens=usage.completion_tokens or 0,
+            cached_input_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+            reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
         )

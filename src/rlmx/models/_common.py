@@ -1,0 +1,113 @@
+"""What every provider adapter shares: the request guard, ``Retry-After`` parsing, spotting
+context-length errors in a provider's message, and naming a rate limiter without the key."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = [
+    "is_loopback",
+    "key_digest",
+    "looks_like_context_length",
+    "parse_retry_after",
+    "requests_allowed",
+]
+
+# Phrases providers use when a prompt does not fit: OpenAI ("maximum context length",
+# code context_length_exceeded), Anthropic ("prompt is too long"), Gemini ("input token count
+# ... exceeds the maximum"), vLLM ("maximum context length"), llama.cpp server
+# ("exceeds the available context size", type exceed_context_size_error), Ollama/LM Studio.
+_CONTEXT_LENGTH = re.compile(
+    r"context[_ ]length[_ ]exceeded|maximum context length|context window|prompt is too long"
+    r"|exceeds? (?:the )?(?:available |maximum )?context(?: size| length)?"
+    r"|exceed_context_size|input token count.*exceeds|too many (?:input )?tokens"
+    r"|requested \d+ tokens",
+    re.IGNORECASE,
+)
+
+# Never wait longer than this on a provider's say-so; a longer Retry-After is an outage.
+_MAX_RETRY_AFTER_S = 600.0
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:  # an IP literal; a DNS name such as "127.example.com" is not loopback
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def requests_allowed(base_url: str | None) -> bool:
+    """Whether a real request to ``base_url`` may be sent now.
+
+    ``rlmx.models.ALLOW_MODEL_REQUESTS = False`` (or ``RLMX_ALLOW_MODEL_REQUESTS=0`` in the
+    environment, which child processes inherit) blocks every request that could cost
+    money. Loopback servers stay allowed: they are the test suite's own. ``None`` means
+    the provider's public endpoint.
+    """
+    import rlmx.models as models_pkg
+
+    env = os.environ.get("RLMX_ALLOW_MODEL_REQUESTS", "").strip().lower()
+    allowed = models_pkg.ALLOW_MODEL_REQUESTS and env not in {"0", "false", "no"}
+    return allowed or (base_url is not None and is_loopback(base_url))
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | Any, *, now: float | None = None
+) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``.
+
+    ``None`` when the headers say nothing usable. Capped at ten minutes.
+    """
+    if headers is None:
+        return None
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    millis = get("retry-after-ms") or get("Retry-After-Ms")
+    if millis:
+        try:
+            return _cap(float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = get("retry-after") or get("Retry-After")
+    if not value:
+        return None
+    value = str(value).strip()
+    try:
+        return _cap(float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return _cap(when.timestamp() - (time.time() if now is None else now))
+
+
+def _cap(seconds: float) -> float | None:
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
+
+
+def looks_like_context_length(*texts: object) -> bool:
+    """Whether a provider's error code or message says the prompt did not fit."""
+    return any(_CONTEXT_LENGTH.search(str(text)) for text in texts if text)
+
+
+def key_digest(api_key: str | None) -> str:
+    """A short, irreversible name for an API key (limiter keys, cache keys, logs)."""
+    if not api_key:
+        return "nokey"
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
