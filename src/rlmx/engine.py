@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlmx.context import describe_context
-from rlmx.exceptions import ModelAPIError, ModelError, ModelRequestsDisabled, RLMError
+from rlmx.exceptions import (
+    ContextLengthError,
+    ModelAPIError,
+    ModelError,
+    ModelRequestsDisabled,
+    RLMError,
+)
 from rlmx.limits import Budget, Limits, StopReason, as_seconds
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings
 from rlmx.parsing import FinalMarker, format_help, parse_reply
@@ -463,6 +469,8 @@ class Engine:
 
 
 def _is_fatal(exc: BaseException) -> bool:
+    if isinstance(exc, ContextLengthError):
+        return False  # the model can split its input and try again
     if isinstance(exc, ModelRequestsDisabled):
         return True
     return isinstance(exc, ModelAPIError) and exc.status in _FATAL_STATUSES
@@ -508,6 +516,17 @@ class _SubCallRouter:
         return f"Error: unknown model {name!r}; available: {known}."
 
     async def _llm_one(self, prompt: str, model: Model, kind: str = "llm") -> str:
+        too_big = _preflight(model, prompt)
+        if too_big is not None:
+            self.engine._emit(
+                self.state,
+                "sub_call_refused",
+                kind=kind,
+                model=model.name,
+                prompt_chars=len(prompt),
+                reason=too_big,
+            )
+            return too_big
         refused = self._admit()
         if refused is not None:
             return refused
@@ -542,6 +561,8 @@ class _SubCallRouter:
                 state.fatal = exc
             error = str(exc)
             answer = f"Error: {exc}"
+            if isinstance(exc, ContextLengthError):
+                answer += f" {_SPLIT_HINT}"
         engine._emit(
             state,
             "sub_call_finished",
@@ -619,6 +640,30 @@ class _SubCallRouter:
             duration_s=round(time.monotonic() - started, 6),
         )
         return answer
+
+
+_SPLIT_HINT = (
+    "Split the input into smaller pieces and call llm_query on each "
+    "(llm_query_batched runs them concurrently), then combine the answers."
+)
+
+
+def _preflight(model: Model, prompt: str) -> str | None:
+    """Refuse, before sending, a prompt that cannot fit the model's window; the text tells
+    the model the sizes so it can split the input."""
+    window = model.context_window
+    if not window:
+        return None
+    tokens = model.count_tokens([Message("user", prompt)])
+    if tokens <= window:
+        return None
+    chars_per_token = len(prompt) / tokens
+    fits = int(window * chars_per_token * 0.8)
+    return (
+        f"Error: this prompt is about {tokens:,} tokens ({len(prompt):,} characters), more "
+        f"than {model.name}'s context window of {window:,} tokens; it was not sent. "
+        f"{_SPLIT_HINT} Pieces of at most about {fits:,} characters fit."
+    )
 
 
 def _as_text(value: Any) -> str:

@@ -121,8 +121,9 @@ class Budget:
         a fallback chain), else under ``model``.
         """
         usage, response_model = response.usage, response.model_name
-        name = response.answered_by or model.name
-        cost = model.cost_of(usage, response_model)
+        answering = model.answering_model(response.answered_by)
+        name = answering.name
+        cost = answering.cost_of(usage, response_model)
         if cost is None and name not in self._unpriced:
             self._unpriced.add(name)
             warnings.warn(

@@ -17,7 +17,17 @@ from rlmx.context import normalize_context
 from rlmx.engine import Engine, EngineConfig, SystemPrompt
 from rlmx.exceptions import ConfigError, LimitExceeded, RLMError, UserError
 from rlmx.limits import Budget, Limits, StopReason, as_seconds
-from rlmx.models import Model, ModelSettings, get_model
+from rlmx.models import (
+    CacheOption,
+    Model,
+    ModelSettings,
+    RateLimit,
+    ResponseCache,
+    RetryPolicy,
+    get_model,
+    resolve_cache,
+    wrap_model,
+)
 from rlmx.result import RLMResult
 from rlmx.sandbox import Sandbox, SandboxConfig, get_sandbox
 from rlmx.trace import JSONLTraceSink, Tracer, TraceSink
@@ -36,6 +46,12 @@ class RLM:
     ``model`` answers at the root; ``sub_model`` (default: ``model``) serves
     ``llm_query`` and child runs. ``max_depth`` follows the paper: 0 = no sub-calls,
     1 = ``llm_query`` reaches a plain model, >= 2 = ``rlm_query`` starts child RLMs.
+
+    Models named by string get retries (``retry``) and their provider key's shared rate
+    limiter (``rate_limit``); a ``Model`` instance is used as given unless ``retry`` /
+    ``rate_limit`` are passed explicitly. ``fallback_models`` (and ``sub_fallback_models``)
+    answer when the model before them is unavailable; ``cache`` (``True``, a path or a
+    :class:`~rlmx.models.ResponseCache`) replays stored replies with no provider call.
     """
 
     def __init__(
@@ -58,13 +74,46 @@ class RLM:
         strict: bool = False,
         require_isolation: bool = False,
         sandbox_options: dict[str, Any] | None = None,
+        fallback_models: Sequence[str | Model] = (),
+        sub_fallback_models: Sequence[str | Model] = (),
+        retry: RetryPolicy | bool | None = None,
+        rate_limit: RateLimit | None = None,
+        cache: CacheOption = None,
     ) -> None:
-        self.model = get_model(model, base_url=base_url)
-        if sub_model is None:
+        self.cache: ResponseCache | None = resolve_cache(cache)
+        self._owns_cache = self.cache is not None and not isinstance(cache, ResponseCache)
+
+        def build(spec: str | Model, fallbacks: Sequence[str | Model], url: str | None) -> Model:
+            by_name = not isinstance(spec, Model)
+            chain = [get_model(m, base_url=url) for m in fallbacks]
+            resolved = get_model(spec, base_url=url)
+            if not by_name and retry is None and rate_limit is None:
+                # The caller composed this model themselves: only what they asked for here.
+                if chain:
+                    return wrap_model(resolved, retry=False, fallbacks=chain, cache=self.cache)
+                return (
+                    resolved
+                    if self.cache is None
+                    else wrap_model(resolved, retry=False, cache=self.cache)
+                )
+            return wrap_model(
+                resolved,
+                retry=True if retry is None else retry,
+                rate_limit=rate_limit,
+                fallbacks=chain,
+                cache=self.cache,
+            )
+
+        self.model = build(model, fallback_models, base_url)
+        if sub_model is None and not sub_fallback_models:
             self.sub_model = self.model
         else:
-            self.sub_model = get_model(sub_model, base_url=sub_base_url or base_url)
-        self.models = {name: get_model(m, base_url=base_url) for name, m in (models or {}).items()}
+            self.sub_model = build(
+                model if sub_model is None else sub_model,
+                sub_fallback_models,
+                sub_base_url or base_url,
+            )
+        self.models = {name: build(m, (), base_url) for name, m in (models or {}).items()}
         self.limits = limits or Limits()
         self.max_depth = _check_depth(max_depth)
         options = dict(sandbox_options or {})
@@ -217,6 +266,8 @@ class RLM:
             if id(model) not in seen:
                 seen.add(id(model))
                 await model.aclose()
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
 
     async def __aenter__(self) -> RLM:
         return self

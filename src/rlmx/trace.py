@@ -37,6 +37,7 @@ EVENT_TYPES = (
     "cell_executed",
     "sub_call_started",
     "sub_call_finished",
+    "sub_call_refused",
     "run_finished",
 )
 

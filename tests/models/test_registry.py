@@ -151,10 +151,24 @@ def test_an_unknown_provider_with_nothing_close_suggests_nothing() -> None:
     assert "Known providers: " in str(info.value)
 
 
-@pytest.mark.parametrize("spec", ["anthropic:claude-sonnet-4-5", "gemini:gemini-2.5-pro"])
-def test_providers_of_a_later_release_are_unknown_for_now(spec: str) -> None:
-    with pytest.raises(UnknownProviderError):
+@pytest.mark.parametrize(
+    ("spec", "key_var"),
+    [
+        ("anthropic:claude-sonnet-4-5", "ANTHROPIC_API_KEY"),
+        ("gemini:gemini-2.5-pro", "GEMINI_API_KEY"),
+    ],
+)
+def test_native_providers_are_registered_and_need_their_key(
+    spec: str, key_var: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    assert spec.partition(":")[0] in known_providers()
+    with pytest.raises(ConfigError, match=key_var):
         get_model(spec)
+    monkeypatch.setenv(key_var, "test-key")
+    model = get_model(spec)
+    assert model.name == spec
 
 
 def test_register_provider_adds_a_factory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,18 @@
-"""Language models: the ``Model`` interface, the provider registry and the test doubles.
+"""Language models: the ``Model`` interface, the provider registry, the wrappers and the
+test doubles.
 
 ``get_model("openai:gpt-5-mini")`` resolves a ``"provider:model"`` string through a
-registry of factories. Set ``ALLOW_MODEL_REQUESTS = False`` to make every real
-provider refuse to send a request (the test suite does), loopback servers excepted.
+registry of factories; :func:`wrap_model` adds the resilience a long run needs (retries,
+shared rate limits, fallbacks, a response cache). Set ``ALLOW_MODEL_REQUESTS = False`` to
+make every real provider refuse to send a request (the test suite does), loopback servers excepted.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rlmx.exceptions import ConfigError, UnknownProviderError
@@ -19,11 +23,17 @@ from rlmx.models.base import (
     ModelSettings,
     estimate_tokens,
 )
+from rlmx.models.cache import CachedModel, ResponseCache, default_cache_path
 from rlmx.models.openai import PRESETS, OpenAIChatModel
+from rlmx.models.ratelimit import RateLimit, RateLimitedModel, RateLimiter, shared_limiter
 from rlmx.models.test import FunctionModel, ModelCall, ScriptedModel
+from rlmx.models.wrappers import FallbackModel, RetryModel, RetryPolicy, WrapperModel, is_outage
 
 __all__ = [
     "ALLOW_MODEL_REQUESTS",
+    "CacheOption",
+    "CachedModel",
+    "FallbackModel",
     "FunctionModel",
     "Message",
     "Model",
@@ -31,11 +41,23 @@ __all__ = [
     "ModelResponse",
     "ModelSettings",
     "OpenAIChatModel",
+    "RateLimit",
+    "RateLimitedModel",
+    "RateLimiter",
+    "ResponseCache",
+    "RetryModel",
+    "RetryPolicy",
     "ScriptedModel",
+    "WrapperModel",
+    "default_cache_path",
     "estimate_tokens",
     "get_model",
+    "is_outage",
     "known_providers",
     "register_provider",
+    "resolve_cache",
+    "shared_limiter",
+    "wrap_model",
 ]
 
 ALLOW_MODEL_REQUESTS = True
@@ -70,7 +92,7 @@ def _lazy_factory(module: str, class_name: str) -> ModelFactory:
     def factory(model_name: str, **kwargs: Any) -> Model:
         import importlib
 
-        cls: type[Model] = getattr(importlib.import_module(module), class_name)
+        cls: Callable[..., Model] = getattr(importlib.import_module(module), class_name)
         return cls(model_name, **kwargs)
 
     return factory
@@ -110,3 +132,46 @@ def get_model(spec: str | Model, *, base_url: str | None = None, **kwargs: Any) 
     if base_url is not None:
         kwargs["base_url"] = base_url
     return factory(model_name, **kwargs)
+
+
+CacheOption = bool | str | os.PathLike[str] | ResponseCache | None
+
+
+def resolve_cache(cache: CacheOption) -> ResponseCache | None:
+    """``True`` -> the default path, a path -> that file, a cache -> itself, falsy -> none."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return ResponseCache()
+    if isinstance(cache, ResponseCache):
+        return cache
+    return ResponseCache(Path(cache))
+
+
+def wrap_model(
+    model: Model,
+    *,
+    retry: RetryPolicy | bool = True,
+    rate_limit: RateLimit | None = None,
+    fallbacks: Sequence[Model] = (),
+    cache: ResponseCache | None = None,
+) -> Model:
+    """``model`` with the resilience a long run needs, outermost first:
+    ``CachedModel(FallbackModel([RetryModel(RateLimitedModel(m)) for m in chain]))``.
+
+    Each model of the chain gets its own retries (with ``retry``; ``False`` = none) and
+    draws from its provider key's shared rate limiter (``rate_limit`` sets the limits; with
+    none, the limiter only spreads 429 pauses). A fallback answers when the models before
+    it are unavailable. ``cache`` replays stored replies with zero provider calls.
+    """
+    policy = None if retry is False else (RetryPolicy() if retry is True else retry)
+
+    def resilient(m: Model) -> Model:
+        wrapped: Model = RateLimitedModel(m, rate_limit)
+        return RetryModel(wrapped, policy) if policy is not None else wrapped
+
+    chain = [resilient(m) for m in (model, *fallbacks)]
+    out: Model = chain[0] if len(chain) == 1 else FallbackModel(chain)
+    if cache is not None:
+        out = CachedModel(out, cache)
+    return out

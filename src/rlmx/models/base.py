@@ -131,6 +131,13 @@ class Model(abc.ABC):
         its own tokenizer at hand (the embedded llama.cpp model counts exactly)."""
         return estimate_message_tokens(messages)
 
+    def answering_model(self, name: str | None) -> Model:
+        """The model called ``name`` inside this one (a fallback chain's member), else self.
+
+        Usage and cost of a response are filed under ``answering_model(response.answered_by)``.
+        """
+        return self
+
     def cost_of(self, usage: RequestUsage, response_model: str | None = None) -> Decimal | None:
         """USD cost of one request, from the price table; ``None`` when the price is unknown.
 
