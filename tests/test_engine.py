@@ -473,3 +473,45 @@ async def test_twenty_concurrent_runs_give_unmixed_answers() -> None:
     results = await asyncio.gather(*(rlm.acompletion(c, "which value?") for c in contexts))
     assert [r.answer for r in results] == [f"value-{i}" for i in range(20)]
     assert all(r.stopped_by is None and r.sub_calls == 1 for r in results)
+
+
+# -- sub-calls too big for the sub-model's window ---------------------------------------------
+
+
+def test_a_sub_call_larger_than_the_window_is_refused_before_sending(tmp_path: Path) -> None:
+    sub = FunctionModel(lambda _m, _s: "never")
+    sub.context_window = 100
+    root = ScriptedModel([code("print(llm_query('x' * 2000))"), "FINAL(split)"])
+    trace = tmp_path / "t.jsonl"
+    result = make(root, sub, trace=trace).completion("ctx", "q")
+    assert result.answer == "split"
+    assert sub.calls == []
+    seen = observations(root)[1]
+    assert "context window of 100 tokens" in seen
+    assert "it was not sent" in seen and "llm_query_batched" in seen
+    assert result.sub_calls == 0  # a refused call spends no sub-call budget
+    refused = [e for e in read_events(trace) if e["type"] == "sub_call_refused"]
+    assert len(refused) == 1 and refused[0]["prompt_chars"] == 2000
+
+
+def test_a_sub_call_that_fits_is_sent() -> None:
+    sub = FunctionModel(lambda _m, _s: "fine")
+    sub.context_window = 10_000
+    root = ScriptedModel([code("print(llm_query('x' * 2000))"), "FINAL(ok)"])
+    make(root, sub).completion("ctx", "q")
+    assert len(sub.calls) == 1
+    assert "fine" in observations(root)[1]
+
+
+def test_a_context_length_error_from_the_provider_goes_back_to_the_model() -> None:
+    from rlmx.exceptions import ContextLengthError
+
+    def too_long(_m: Sequence[Message], _s: ModelSettings | None) -> str:
+        raise ContextLengthError("sub:m refused the prompt as too long", model="sub:m")
+
+    sub = FunctionModel(too_long)
+    root = ScriptedModel([code("print(llm_query('big'))"), "FINAL(recovered)"])
+    result = make(root, sub).completion("ctx", "q")
+    assert result.answer == "recovered"  # not fatal, unlike other 400s
+    seen = observations(root)[1]
+    assert "refused the prompt as too long" in seen and "Split the input" in seen

@@ -40,6 +40,9 @@ def report() -> list[str]:
     lines += ["", "Providers (API keys are never shown):"]
     for name in known_providers():
         preset = PRESETS.get(name)
+        if name in _NATIVE:
+            lines.append(f"  {name:<16} {_native_state(name)}")
+            continue
         if preset is None:
             lines.append(f"  {name:<16} registered")
             continue
@@ -54,7 +57,36 @@ def report() -> list[str]:
         lines.append(f"  {name:<16} {state}")
     for var in ("RLMX_MODEL", "RLMX_SUB_MODEL"):
         lines.append(f"{var}={os.environ.get(var, '(not set)')}")
+    from rlmx.models.cache import default_cache_path
+
+    lines.append(f"Response cache (--cache): {default_cache_path()}")
     return lines
+
+
+# provider -> (import name, pip extra, key variables)
+_NATIVE: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "anthropic": ("anthropic", "anthropic", ("ANTHROPIC_API_KEY",)),
+    "gemini": ("google.genai", "gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+    "llamacpp": ("llama_cpp", "llamacpp", ()),
+}
+
+
+def _native_state(name: str) -> str:
+    import importlib.util
+
+    module, extra, key_vars = _NATIVE[name]
+    try:
+        installed = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if not installed:
+        return f'not installed: pip install "rlmx[{extra}]"'
+    if not key_vars:
+        return "installed (embedded: a GGUF file path, no key)"
+    found = next((var for var in key_vars if os.environ.get(var)), None)
+    if found:
+        return f"installed, {found} is set"
+    return f"installed, {' or '.join(key_vars)} is not set"
 
 
 def _isolation_lines() -> list[str]:

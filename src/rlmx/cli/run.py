@@ -14,6 +14,8 @@ from rlmx.cli import EXIT_LIMIT, EXIT_OK
 from rlmx.exceptions import ConfigError, RLMError
 from rlmx.limits import Limits
 from rlmx.models.base import ModelSettings
+from rlmx.models.ratelimit import RateLimit
+from rlmx.models.wrappers import RetryPolicy
 from rlmx.result import RLMResult
 
 __all__ = ["add_parser", "handle"]
@@ -38,6 +40,8 @@ def _number(
 
 
 _count = _number(int, "an integer", allow_zero=True)
+_positive = _number(int, "an integer", allow_zero=False)
+_positive_float = _number(float, "a number", allow_zero=False)
 _seconds = _number(float, "a number", allow_zero=False)
 _money = _number(lambda text: Decimal(text.lstrip("$")), "an amount", allow_zero=True)
 
@@ -54,8 +58,48 @@ def add_parser(sub: Any) -> None:
     models.add_argument("--sub-model", help="model for sub-calls (env RLMX_SUB_MODEL)")
     models.add_argument("--base-url", help="OpenAI-compatible endpoint for both models")
     models.add_argument("--sub-base-url", help="endpoint for the sub-model only")
+    models.add_argument(
+        "--fallback-model",
+        action="append",
+        default=[],
+        metavar="M",
+        help="answers when the root model is unavailable; repeatable, tried in order",
+    )
+    models.add_argument(
+        "--sub-fallback-model",
+        action="append",
+        default=[],
+        metavar="M",
+        help="answers when the sub-model is unavailable; repeatable",
+    )
     models.add_argument("--temperature", type=float, default=None)
     models.add_argument("--seed", type=int, default=None)
+    models.add_argument(
+        "--max-output-tokens", type=_positive, default=None, metavar="N", help="per reply"
+    )
+    res = p.add_argument_group("resilience")
+    res.add_argument(
+        "--cache",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="PATH",
+        help="replay stored replies (SQLite; default ~/.cache/rlmx/responses.sqlite3 "
+        "or $RLMX_CACHE_PATH); new replies are stored",
+    )
+    res.add_argument(
+        "--retries",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="retries per request on 429/5xx/timeouts (default 5; 0 = none)",
+    )
+    res.add_argument(
+        "--rpm", type=_positive_float, default=None, help="requests/min per provider key"
+    )
+    res.add_argument(
+        "--tpm", type=_positive_float, default=None, help="tokens/min per provider key"
+    )
     ctx = p.add_argument_group("context")
     ctx.add_argument(
         "--context",
@@ -117,7 +161,15 @@ def handle(args: argparse.Namespace) -> int:
         cell_timeout_s=args.cell_timeout,
         max_concurrency=args.max_concurrency,
     )
-    settings = ModelSettings(temperature=args.temperature, seed=args.seed)
+    settings = ModelSettings(
+        temperature=args.temperature, seed=args.seed, max_tokens=args.max_output_tokens
+    )
+    retry: RetryPolicy | bool | None = None
+    if args.retries is not None:
+        retry = RetryPolicy(max_attempts=args.retries + 1) if args.retries else False
+    rate_limit = None
+    if args.rpm is not None or args.tpm is not None:
+        rate_limit = RateLimit(requests_per_minute=args.rpm, tokens_per_minute=args.tpm)
     progress = None if args.quiet else ProgressSink(args.max_iterations)
     trace: list[Any] = []
     if args.trace:
@@ -137,6 +189,11 @@ def handle(args: argparse.Namespace) -> int:
         base_url=args.base_url,
         sub_base_url=args.sub_base_url,
         strict=args.strict,
+        fallback_models=args.fallback_model,
+        sub_fallback_models=args.sub_fallback_model,
+        retry=retry,
+        rate_limit=rate_limit,
+        cache=args.cache,
     )
     try:
         result = rlm.completion(loaded.value, args.query)
@@ -152,6 +209,11 @@ def handle(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         sys.stdout.write(result.answer.rstrip("\n") + "\n")
+        cached = result.usage.cached_responses
+        if cached and not args.quiet:
+            sys.stderr.write(
+                f"rlmx: {cached} of {result.usage.requests} model replies came from the cache\n"
+            )
         if result.stopped_by and not args.quiet:
             sys.stderr.write(f"rlmx: stopped by {result.stopped_by}: {result.stop_message}\n")
         if result.trace_path and not args.quiet:

@@ -31,11 +31,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from aiohttp import web
 
 __all__ = [
+    "FAULTS",
+    "Fault",
     "Handler",
     "MockOpenAIServer",
     "MockReply",
@@ -96,6 +98,18 @@ class MockReply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float | None = None  # overrides the server's latency for this reply
     finish_reason: str = "stop"
+    fault: Fault | None = None
+    """Break the reply on purpose (see :data:`FAULTS`)."""
+
+
+Fault = Literal["reset", "malformed_json", "empty_choices", "no_usage", "truncated_stream"]
+FAULTS: tuple[Fault, ...] = (
+    "reset",  # headers and half the body, then the connection is aborted
+    "malformed_json",  # a 200 whose body is not valid JSON
+    "empty_choices",  # a well-formed completion with "choices": []
+    "no_usage",  # a completion without a "usage" field
+    "truncated_stream",  # SSE chunks that stop before the finish reason and [DONE]
+)
 
 
 Handler = Callable[[MockRequest], str | MockReply | Awaitable[str | MockReply]]
@@ -394,11 +408,14 @@ class MockOpenAIServer:
             message = reply.error_message or reply.content or f"mock error {reply.status}"
             return _error_response(reply.status, message, reply.headers)
 
+        if reply.fault in ("reset", "malformed_json"):
+            return await self._broken_body(request, reply.fault)
         usage = self._usage(mock_request, reply)
-        with self._lock:
-            for key in self._totals:
-                self._totals[key] += usage[key]
-            self._ok_replies += 1
+        if reply.fault is None or reply.fault == "no_usage":
+            with self._lock:
+                for key in self._totals:
+                    self._totals[key] += usage[key]
+                self._ok_replies += 1
 
         completion_id = f"chatcmpl-mock-{next(self._ids)}"
         created = int(time.time())
@@ -411,6 +428,8 @@ class MockOpenAIServer:
             return await self._stream(
                 request, mock_request, reply, completion_id, created, usage, include_usage
             )
+        if reply.fault == "truncated_stream":
+            return await self._broken_body(request, "reset")
 
         payload = {
             "id": completion_id,
@@ -427,7 +446,29 @@ class MockOpenAIServer:
             ],
             "usage": self._usage_payload(usage),
         }
+        if reply.fault == "empty_choices":
+            payload["choices"] = []
+        elif reply.fault == "no_usage":
+            del payload["usage"]
         return web.json_response(payload, headers=reply.headers)
+
+    @staticmethod
+    async def _broken_body(request: web.Request, fault: str) -> web.StreamResponse:
+        if fault == "malformed_json":
+            return web.Response(
+                text='{"id": "chatcmpl-broken", "choices": [{"message": {"content": "he',
+                content_type="application/json",
+            )
+        # Promise a long body, send part of it, then drop the connection.
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": "4096"}
+        )
+        await response.prepare(request)
+        await response.write(b'{"id": "chatcmpl-reset", "object": "chat.completion", "cho')
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return response
 
     async def _stream(
         self,
@@ -465,7 +506,14 @@ class MockOpenAIServer:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
         await response.write(chunk([choice({"role": "assistant", "content": ""})]))
-        for piece in _STREAM_PIECE.findall(reply.content):
+        pieces = _STREAM_PIECE.findall(reply.content)
+        if reply.fault == "truncated_stream":
+            # Half the reply, then the server closes the stream as if it had crashed.
+            for piece in pieces[: max(1, len(pieces) // 2)]:
+                await response.write(chunk([choice({"content": piece})]))
+            await response.write_eof()
+            return response
+        for piece in pieces:
             await response.write(chunk([choice({"content": piece})]))
         await response.write(chunk([choice({}, reply.finish_reason)]))
         if include_usage:
