@@ -334,3 +334,20 @@ def test_malformed_entries_are_rejected() -> None:
     parsed = _parse("m", {**base, "input": "1", "output": "2"})
     assert parsed.cached_input is None
     assert parsed.context_window is None
+
+
+def test_cache_writes_are_charged_at_the_cache_write_price() -> None:
+    # claude-opus-4-5: input 5.00, cached 0.50, cache write 6.25, output 25.00 per 1M.
+    usage = RequestUsage(
+        input_tokens=1_000_000 + 200_000 + 300_000,
+        cached_input_tokens=200_000,
+        cache_write_tokens=300_000,
+        output_tokens=100_000,
+    )
+    expected = Decimal("5.00") + Decimal("0.10") + Decimal("1.875") + Decimal("2.50")
+    assert cost_of("claude-opus-4-5", usage) == expected
+
+
+def test_cache_writes_without_a_listed_price_cost_the_input_price() -> None:
+    usage = RequestUsage(input_tokens=1_000_000, cache_write_tokens=1_000_000)
+    assert cost_of("gpt-4.1", usage) == cost_of("gpt-4.1", RequestUsage(input_tokens=1_000_000))

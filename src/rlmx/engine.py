@@ -454,6 +454,7 @@ class Engine:
                 "output_tokens": response.usage.output_tokens,
                 "cached_input_tokens": response.usage.cached_input_tokens,
                 "reasoning_tokens": response.usage.reasoning_tokens,
+                "cache_write_tokens": response.usage.cache_write_tokens,
             },
             cost_usd=None if cost is None else str(cost),
             duration_s=round(time.monotonic() - started, 6),

@@ -24,6 +24,9 @@ class RequestUsage:
     """Part of ``input_tokens`` served from the provider's prompt cache."""
     reasoning_tokens: int = 0
     """Part of ``output_tokens`` spent on hidden reasoning."""
+    cache_write_tokens: int = 0
+    """Part of ``input_tokens`` written to the provider's prompt cache (Anthropic charges
+    these above the input price)."""
     cached_response: bool = False
     """True when the whole response came from a local response cache (no provider call)."""
 
@@ -41,6 +44,7 @@ class ModelUsage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
     cached_responses: int = 0
     """Requests answered from the local response cache (their tokens are counted as usual)."""
     cost_usd: Decimal | None = Decimal(0)
@@ -52,6 +56,7 @@ class ModelUsage:
         self.output_tokens += usage.output_tokens
         self.cached_input_tokens += usage.cached_input_tokens
         self.reasoning_tokens += usage.reasoning_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
         self.cached_responses += int(usage.cached_response)
         self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
 
@@ -61,6 +66,7 @@ class ModelUsage:
         self.output_tokens += other.output_tokens
         self.cached_input_tokens += other.cached_input_tokens
         self.reasoning_tokens += other.reasoning_tokens
+        self.cache_write_tokens += other.cache_write_tokens
         self.cached_responses += other.cached_responses
         if self.cost_usd is None or other.cost_usd is None:
             self.cost_usd = None
@@ -78,6 +84,7 @@ class ModelUsage:
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "cached_responses": self.cached_responses,
             "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
         }

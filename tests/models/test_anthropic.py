@@ -251,7 +251,11 @@ async def test_usage_counts_every_prompt_token_and_the_cached_part() -> None:
     async with served(Reply(body=body)) as (_, model):
         response = await model.request(HI)
     assert response.usage == RequestUsage(
-        input_tokens=60, output_tokens=40, cached_input_tokens=30, reasoning_tokens=15
+        input_tokens=60,
+        output_tokens=40,
+        cached_input_tokens=30,
+        cache_write_tokens=20,
+        reasoning_tokens=15,
     )
 
 

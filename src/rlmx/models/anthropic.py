@@ -277,7 +277,8 @@ class AnthropicModel(Model):
         # Anthropic counts the uncached, cache-written and cache-read parts of the prompt
         # separately; rlmx's input_tokens is the whole prompt.
         cache_read = usage.cache_read_input_tokens or 0
-        prompt = (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + cache_read
+        cache_write = usage.cache_creation_input_tokens or 0
+        prompt = (usage.input_tokens or 0) + cache_write + cache_read
         # Thinking tokens are inside output_tokens; SDKs before output_tokens_details lack it.
         details = getattr(usage, "output_tokens_details", None)
         thinking: int = getattr(details, "thinking_tokens", None) or 0
@@ -285,6 +286,7 @@ class AnthropicModel(Model):
             input_tokens=prompt,
             output_tokens=usage.output_tokens or 0,
             cached_input_tokens=cache_read,
+            cache_write_tokens=cache_write,
             reasoning_tokens=thinking,
         )
 

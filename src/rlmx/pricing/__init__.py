@@ -56,11 +56,14 @@ class ModelPrice:
     output: Decimal
     cached_input: Decimal | None
     """Price of input tokens served from the provider's prompt cache; ``None`` if no discount."""
+    cache_write: Decimal | None
+    """Price of input tokens written to the prompt cache; ``None``: the input price."""
     long_context_threshold: int | None
     """Above this many input tokens in one request, the ``long_*`` prices apply."""
     long_input: Decimal | None
     long_output: Decimal | None
     long_cached_input: Decimal | None
+    long_cache_write: Decimal | None
     source: str
     """The pricing page the numbers came from."""
     date: str
@@ -95,10 +98,12 @@ def _parse(model: str, entry: Mapping[str, Any]) -> ModelPrice:
         input=_required(entry, "input", model),
         output=_required(entry, "output", model),
         cached_input=_price(entry, "cached_input", model, required=False),
+        cache_write=_price(entry, "cache_write", model, required=False),
         long_context_threshold=None if threshold is None else int(threshold),
         long_input=_price(long, "input", model, required=bool(long)),
         long_output=_price(long, "output", model, required=bool(long)),
         long_cached_input=_price(long, "cached_input", model, required=False),
+        long_cache_write=_price(long, "cache_write", model, required=False),
         source=str(entry["source"]),
         date=str(entry["date"]),
         context_window=None if window is None else int(window),
@@ -159,9 +164,10 @@ def cost_of(model_name: str, usage: RequestUsage) -> Decimal | None:
     """What one request cost in USD, exactly; ``None`` if the model's price is unknown.
 
     Cached input tokens (part of ``usage.input_tokens``) are charged at the cached-input
-    price, or at the input price when the model has no cache discount. When the request's
-    input exceeds the model's long-context threshold, the long-context prices apply to the
-    whole request. A response served from the local response cache cost nothing.
+    price, or at the input price when the model has no cache discount; cache-write tokens
+    (also part of it) at the cache-write price, or the input price when none is listed.
+    When the request's input exceeds the model's long-context threshold, the long-context
+    prices apply to the whole request. A response served from the local response cache cost nothing.
     """
     price = price_for(model_name)
     if price is None:
@@ -169,18 +175,28 @@ def cost_of(model_name: str, usage: RequestUsage) -> Decimal | None:
     if usage.cached_response:
         return Decimal(0)
     in_price, out_price, cached_price = price.input, price.output, price.cached_input
+    write_price = price.cache_write
     threshold = price.long_context_threshold
     if threshold is not None and usage.input_tokens > threshold:
         in_price = price.long_input if price.long_input is not None else in_price
         out_price = price.long_output if price.long_output is not None else out_price
         cached_price = price.long_cached_input
+        write_price = price.long_cache_write
     if cached_price is None:
         cached_price = in_price
+    if write_price is None:
+        write_price = in_price
     cached = usage.cached_input_tokens
-    uncached = max(usage.input_tokens - cached, 0)
+    written = usage.cache_write_tokens
+    plain = max(usage.input_tokens - cached - written, 0)
     with localcontext() as ctx:
         ctx.prec = 60  # far beyond any real token count, so nothing is ever rounded
-        total = uncached * in_price + cached * cached_price + usage.output_tokens * out_price
+        total = (
+            plain * in_price
+            + cached * cached_price
+            + written * write_price
+            + usage.output_tokens * out_price
+        )
         return total / _PER_TOKENS
 
 
