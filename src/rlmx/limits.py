@@ -123,7 +123,8 @@ class Budget:
         usage, response_model = response.usage, response.model_name
         answering = model.answering_model(response.answered_by)
         name = answering.name
-        cost = answering.cost_of(usage, response_model)
+        # A reply replayed from the response cache cost nothing, whatever the model's prices.
+        cost = Decimal(0) if usage.cached_response else answering.cost_of(usage, response_model)
         if cost is None and name not in self._unpriced:
             self._unpriced.add(name)
             warnings.warn(

@@ -18,7 +18,9 @@ from rlmx.engine import Engine, EngineConfig, SystemPrompt
 from rlmx.exceptions import ConfigError, LimitExceeded, RLMError, UserError
 from rlmx.limits import Budget, Limits, StopReason, as_seconds
 from rlmx.models import (
+    CachedModel,
     CacheOption,
+    FallbackModel,
     Model,
     ModelSettings,
     RateLimit,
@@ -89,13 +91,8 @@ class RLM:
             resolved = get_model(spec, base_url=url)
             if not by_name and retry is None and rate_limit is None:
                 # The caller composed this model themselves: only what they asked for here.
-                if chain:
-                    return wrap_model(resolved, retry=False, fallbacks=chain, cache=self.cache)
-                return (
-                    resolved
-                    if self.cache is None
-                    else wrap_model(resolved, retry=False, cache=self.cache)
-                )
+                out = FallbackModel([resolved, *chain]) if chain else resolved
+                return out if self.cache is None else CachedModel(out, self.cache)
             return wrap_model(
                 resolved,
                 retry=True if retry is None else retry,

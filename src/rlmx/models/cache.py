@@ -64,7 +64,17 @@ class ResponseCache:
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            # check_same_thread=False only so close() may close every thread's connection;
+            # each connection is still used by the one thread that opened it.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise self._unusable(exc) from None
+        try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -83,14 +93,18 @@ class ResponseCache:
                     f"reads version {_SCHEMA_VERSION}: choose another cache path or delete it."
                 )
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise ConfigError(
-                f"Cannot use {self.path} as a response cache ({exc}); "
-                "choose another path (--cache PATH) or delete the file."
-            ) from None
+            conn.close()
+            raise self._unusable(exc) from None
         self._local.conn = conn
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _unusable(self, exc: BaseException) -> ConfigError:
+        return ConfigError(
+            f"Cannot use {self.path} as a response cache ({exc}); "
+            "choose another path (--cache PATH) or delete the file."
+        )
 
     def get(self, key: str) -> ModelResponse | None:
         row = (
@@ -104,7 +118,7 @@ class ResponseCache:
             return None
         try:
             response = _decode(row[0])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             with self._lock:
                 self.misses += 1
             return None  # a damaged entry is a miss; the next answer overwrites it
@@ -129,9 +143,9 @@ class ResponseCache:
         """Close every thread's connection (the cache reopens on next use)."""
         with self._lock:
             connections, self._connections = self._connections, []
+            self._local = threading.local()
         for conn in connections:
             conn.close()
-        self._local = threading.local()
 
     # -- keys ----------------------------------------------------------------------------
     @staticmethod

@@ -40,7 +40,7 @@ class RateLimit:
     def __post_init__(self) -> None:
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # also refuses NaN
                 raise ConfigError(
                     f"RateLimit.{name} must be > 0 (or None for no limit), not {value}."
                 )
@@ -61,13 +61,15 @@ class _Bucket:
         self.level = min(self.capacity, self.level + (now - self.updated) * rate)
         self.updated = now
 
+    def taken(self, amount: float) -> float:
+        """How much a reservation of ``amount`` really takes: a request bigger than a
+        minute's allowance takes the whole allowance (and so waits at most a minute)."""
+        return min(amount, self.capacity)
+
     def reserve(self, amount: float, now: float) -> float:
         """Take ``amount``; returns the seconds to wait before using it."""
         self._refill(now)
-        amount = min(
-            amount, self.capacity
-        )  # a request bigger than a minute's allowance waits a minute
-        self.level -= amount
+        self.level -= self.taken(amount)
         if self.level >= 0:
             return 0.0
         return -self.level / (self.per_minute / 60.0)
@@ -117,7 +119,7 @@ class RateLimiter:
             if self._requests is not None:
                 self._requests.give_back(1, now)
             if self._tokens is not None:
-                self._tokens.give_back(tokens, now)
+                self._tokens.give_back(self._tokens.taken(tokens), now)
 
     def settle(self, reserved_tokens: int, actual_tokens: int) -> None:
         """Correct a reservation made from an estimate once the real count is known."""
@@ -126,7 +128,9 @@ class RateLimiter:
         now = self._clock()
         with self._lock:
             if self._tokens is not None:
-                self._tokens.give_back(reserved_tokens - actual_tokens, now)
+                # Negative when more was used than taken: the difference is charged.
+                taken = self._tokens.taken(reserved_tokens)
+                self._tokens.give_back(taken - actual_tokens, now)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller of this key for ``seconds`` (the provider said 429)."""

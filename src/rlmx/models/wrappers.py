@@ -124,6 +124,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigError(f"RetryPolicy.max_attempts must be >= 1, not {self.max_attempts}.")
+        numbers = (self.initial_delay_s, self.max_delay_s, self.multiplier)
+        if any(n != n for n in numbers) or self.max_elapsed_s != self.max_elapsed_s:
+            raise ConfigError("RetryPolicy values must be numbers, not NaN.")
+        if self.max_elapsed_s is not None and self.max_elapsed_s < 0:
+            raise ConfigError(f"RetryPolicy.max_elapsed_s must be >= 0, not {self.max_elapsed_s}.")
         if self.initial_delay_s < 0 or self.max_delay_s < 0 or self.multiplier < 1:
             raise ConfigError(
                 "RetryPolicy delays must be >= 0 and multiplier >= 1 "
@@ -236,9 +241,10 @@ class FallbackModel(WrapperModel):
         super().__init__(self.models[0])
 
     def answering_model(self, name: str | None) -> Model:
-        for model in self.models:
-            if model.name == name:
-                return model.answering_model(name)
+        for model in self.models:  # members may be chains themselves
+            found = model.answering_model(name)
+            if found.name == name:
+                return found
         return self.wrapped.answering_model(name)
 
     async def request(
