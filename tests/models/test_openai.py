@@ -374,10 +374,10 @@ async def test_rate_limits_and_server_errors_carry_the_status(
     assert err.__cause__ is None  # raised "from None": the vendor error does not leak
 
 
-async def test_retries_are_the_sdk_s_and_can_succeed() -> None:
+async def test_streamed_requests_can_use_the_sdk_s_own_retries() -> None:
     replies = iter([MockReply("", status=500), MockReply("recovered")])
     async with MockOpenAIServer(lambda request: next(replies)) as srv:
-        async with serving(make_model(srv.base_url, max_retries=1)) as model:
+        async with serving(make_model(srv.base_url, max_retries=1, stream=True)) as model:
             response = await model.request(HI)
         assert len(srv.requests) == 2
     assert response.text == "recovered"
@@ -416,14 +416,14 @@ async def test_aclose_closes_the_client_and_a_later_request_opens_a_new_one() ->
     async with MockOpenAIServer() as srv:
         model = make_model(srv.base_url)
         await model.request(HI)
-        (client,) = model._clients.values()
+        (client,) = model._sessions.values()
         await model.aclose()
-        assert model._clients == {}
-        assert client.is_closed()
+        assert model._sessions == {}
+        assert client.closed
         await model.aclose()  # safe twice
         try:
             assert (await model.request(HI)).text == "mock reply to: hi"
-            (new_client,) = model._clients.values()
+            (new_client,) = model._sessions.values()
             assert new_client is not client
         finally:
             await model.aclose()
@@ -434,7 +434,7 @@ async def test_concurrent_requests_share_one_client() -> None:
     async with MockOpenAIServer(latency_s=0.05) as srv:
         async with serving(make_model(srv.base_url)) as model:
             await asyncio.gather(*(model.request(HI) for _ in range(10)))
-            assert len(model._clients) == 1
+            assert len(model._sessions) == 1
         assert srv.max_in_flight > 1
 
 
@@ -451,7 +451,7 @@ def test_the_same_model_works_from_two_event_loops_in_turn() -> None:
         first = asyncio.run(one_request())
         second = asyncio.run(one_request())
     assert (first, second) == ("loop reply 1", "loop reply 2")
-    assert model._clients == {}
+    assert model._sessions == {}
 
 
 def test_a_client_left_open_on_a_closed_loop_is_replaced() -> None:
@@ -460,7 +460,7 @@ def test_a_client_left_open_on_a_closed_loop_is_replaced() -> None:
 
         async def first_run() -> None:
             await model.request(HI)
-            client = next(iter(model._clients.values()))
+            client = next(iter(model._sessions.values()))
             await client.close()  # closed by hand, but left in the per-loop table
 
         async def second_run() -> str:
@@ -470,9 +470,9 @@ def test_a_client_left_open_on_a_closed_loop_is_replaced() -> None:
                 await model.aclose()
 
         asyncio.run(first_run())
-        assert len(model._clients) == 1
+        assert len(model._sessions) == 1
         assert asyncio.run(second_run()) == "mock reply to: hi"
-    assert model._clients == {}
+    assert model._sessions == {}
 
 
 # -- cost -----------------------------------------------------------------------------------
