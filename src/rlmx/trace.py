@@ -6,6 +6,9 @@ Sinks are plain callables; :class:`JSONLTraceSink` writes one line per event and
 it, so a crashed run leaves a file that is valid up to its last complete line.
 Model requests record only the messages added since the run's previous request, so a
 trace grows linearly with the run.
+
+:func:`load_trace` reads a trace back into typed objects (the run tree, iterations, model
+calls, cells, sub-calls) for analysis in a notebook or a viewer.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ from typing import IO, Any
 
 __all__ = [
     "EVENT_TYPES",
+    "Cell",
     "JSONLTraceSink",
+    "ModelCall",
+    "Run",
+    "RunIteration",
+    "SubCall",
+    "Trace",
     "TraceEvent",
     "TraceSink",
     "Tracer",
+    "load_trace",
     "read_events",
 ]
 
@@ -143,3 +153,15 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 break
     return events
+
+
+# The reader lives in its own module; it is part of this module's public API.
+from rlmx._trace_reader import (  # noqa: E402
+    Cell,
+    ModelCall,
+    Run,
+    RunIteration,
+    SubCall,
+    Trace,
+    load_trace,
+)
