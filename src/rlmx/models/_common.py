@@ -1,25 +1,39 @@
-"""What every provider adapter shares: the request guard, ``Retry-After`` parsing, spotting
-context-length errors in a provider's message, and naming a rate limiter without the key."""
+"""What every provider adapter shares: finding the API key, the request guard, one client
+per event loop, the missing-usage warning, ``Retry-After`` parsing, spotting context-length
+errors in a provider's message, and naming a rate limiter without the key."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import ipaddress
 import os
 import re
 import time
-from collections.abc import Mapping
-from typing import Any
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from rlmx.exceptions import ConfigError, ModelRequestsDisabled
+
 __all__ = [
+    "OnceWarning",
+    "PerLoop",
+    "check_requests_allowed",
     "is_loopback",
     "key_digest",
     "looks_like_context_length",
     "parse_retry_after",
     "requests_allowed",
+    "resolve_api_key",
 ]
+
+T = TypeVar("T")
+
+# SDKs refuse to start without a key, even for a local server that ignores it.
+PLACEHOLDER_KEY = "not-needed"
 
 # Phrases providers use when a prompt does not fit: OpenAI ("maximum context length",
 # code context_length_exceeded), Anthropic ("prompt is too long"), Gemini ("input token count
@@ -60,6 +74,74 @@ def requests_allowed(base_url: str | None) -> bool:
     env = os.environ.get("RLMX_ALLOW_MODEL_REQUESTS", "").strip().lower()
     allowed = models_pkg.ALLOW_MODEL_REQUESTS and env not in {"0", "false", "no"}
     return allowed or (base_url is not None and is_loopback(base_url))
+
+
+def check_requests_allowed(name: str, base_url: str | None, shown_url: str) -> None:
+    """Raise :class:`ModelRequestsDisabled` unless :func:`requests_allowed` says yes."""
+    if not requests_allowed(base_url):
+        raise ModelRequestsDisabled(
+            f"Refusing to call {name} at {shown_url}: model requests are disabled "
+            "(rlmx.models.ALLOW_MODEL_REQUESTS is False or RLMX_ALLOW_MODEL_REQUESTS=0).",
+            model=name,
+        )
+
+
+def resolve_api_key(
+    api_key: str | None,
+    provider: str,
+    key_vars: Sequence[str],
+    *,
+    required: bool = True,
+    custom_endpoint: bool = False,
+) -> str:
+    """``api_key``, else the first of ``key_vars`` that is set; a placeholder where no key is
+    needed (a local server, a custom endpoint); else a :class:`ConfigError` naming the
+    variables to set."""
+    if api_key is None:
+        api_key = next((os.environ[v] for v in key_vars if os.environ.get(v)), None)
+    if api_key is not None:
+        return api_key
+    if required and not custom_endpoint:
+        raise ConfigError(
+            f"No API key for {provider}: set {' or '.join(key_vars)} "
+            "(or pass api_key=... / --base-url for a server that needs none)."
+        )
+    return PLACEHOLDER_KEY
+
+
+class PerLoop(dict[asyncio.AbstractEventLoop, T]):
+    """One value (an SDK client, an aiohttp session) per event loop: those belong to the
+    loop that made them. Entries of loops that have closed are dropped on the next miss."""
+
+    def current(self, make: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        value = self.get(loop)
+        if value is None:
+            for stale in [lp for lp in self if lp.is_closed()]:
+                del self[stale]
+            value = self[loop] = make()
+        return value
+
+    def pop_current(self) -> T | None:
+        """Remove and return the running loop's value (``None`` if it has none)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - called from async code, a loop runs
+            return None
+        return self.pop(loop, None)
+
+
+class OnceWarning:
+    """A ``RuntimeWarning`` given the first time only (e.g. "no token usage reported")."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.given = False
+
+    def warn(self) -> None:
+        if not self.given:
+            self.given = True
+            warnings.warn(self.message, RuntimeWarning, stacklevel=3)
 
 
 def parse_retry_after(

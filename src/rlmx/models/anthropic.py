@@ -8,10 +8,8 @@ SDK's aiohttp transport, as the OpenAI adapter's do, and the SDK's own retries a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +19,16 @@ from rlmx.exceptions import (
     MissingExtraError,
     ModelAPIError,
     ModelConnectionError,
-    ModelRequestsDisabled,
     ModelResponseError,
 )
 from rlmx.models._common import (
+    OnceWarning,
+    PerLoop,
+    check_requests_allowed,
     key_digest,
     looks_like_context_length,
     parse_retry_after,
-    requests_allowed,
+    resolve_api_key,
 )
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings
 from rlmx.usage import RequestUsage
@@ -47,9 +47,6 @@ __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "AnthropicModel"]
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 8192
 """The Messages API refuses a request without ``max_tokens``; this fits every current model."""
-
-# A loopback test server or a proxy may need no key, but the SDK wants one to send.
-_PLACEHOLDER_KEY = "not-needed"
 
 
 class AnthropicModel(Model):
@@ -80,16 +77,12 @@ class AnthropicModel(Model):
         base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
         self.base_url = base_url.rstrip("/") if base_url else None
         """Where requests go; ``None`` means Anthropic's public endpoint."""
-        custom_endpoint = self.base_url is not None and self.base_url != DEFAULT_BASE_URL
-        if api_key is None:
-            api_key = os.environ.get("ANTHROPIC_API_KEY") or None
-        if api_key is None:
-            if not custom_endpoint:
-                raise ConfigError(
-                    "No API key for anthropic: set ANTHROPIC_API_KEY "
-                    "(or pass api_key=... / --base-url for a server that needs none)."
-                )
-            api_key = _PLACEHOLDER_KEY
+        api_key = resolve_api_key(
+            api_key,
+            "anthropic",
+            ["ANTHROPIC_API_KEY"],
+            custom_endpoint=self.base_url is not None and self.base_url != DEFAULT_BASE_URL,
+        )
         self.name = f"anthropic:{model_name}"
         self.model_name = model_name
         self.default_settings = settings or ModelSettings()
@@ -102,8 +95,11 @@ class AnthropicModel(Model):
         self._api_key = api_key
         self._timeout_s = timeout_s
         # aiohttp sessions belong to one event loop: keep one client per loop.
-        self._clients: dict[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = {}
-        self._warned_no_usage = False
+        self._clients: PerLoop[anthropic.AsyncAnthropic] = PerLoop()
+        self._no_usage = OnceWarning(
+            f"{self.name} at {self._endpoint} reported no token usage; "
+            "its requests are counted with zero tokens."
+        )
 
     @property
     def rate_limit_key(self) -> str:
@@ -114,31 +110,23 @@ class AnthropicModel(Model):
         return self.base_url or DEFAULT_BASE_URL
 
     def _client(self) -> anthropic.AsyncAnthropic:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for stale in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[stale]
-            try:
-                http_client = anthropic.DefaultAioHttpClient(timeout=self._timeout_s)
-            except (AttributeError, RuntimeError):  # pragma: no cover - SDK without aiohttp
-                http_client = None
-            client = anthropic.AsyncAnthropic(
-                api_key=self._api_key,
-                base_url=self._endpoint,
-                timeout=self._timeout_s,
-                max_retries=0,
-                http_client=http_client,
-            )
-            self._clients[loop] = client
-        return client
+        return self._clients.current(self._new_client)
+
+    def _new_client(self) -> anthropic.AsyncAnthropic:
+        try:
+            http_client = anthropic.DefaultAioHttpClient(timeout=self._timeout_s)
+        except (AttributeError, RuntimeError):  # pragma: no cover - SDK without aiohttp
+            http_client = None
+        return anthropic.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self._endpoint,
+            timeout=self._timeout_s,
+            max_retries=0,
+            http_client=http_client,
+        )
 
     async def aclose(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aclose is async, a loop always runs
-            return
-        client = self._clients.pop(loop, None)
+        client = self._clients.pop_current()
         if client is not None:
             await client.close()
 
@@ -176,12 +164,7 @@ class AnthropicModel(Model):
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings | None = None
     ) -> ModelResponse:
-        if not requests_allowed(self.base_url):
-            raise ModelRequestsDisabled(
-                f"Refusing to call {self.name} at {self._endpoint}: model requests are disabled "
-                "(rlmx.models.ALLOW_MODEL_REQUESTS is False or RLMX_ALLOW_MODEL_REQUESTS=0).",
-                model=self.name,
-            )
+        check_requests_allowed(self.name, self.base_url, self._endpoint)
         merged = self.default_settings.merged(settings)
         kwargs = self._request_kwargs(messages, merged)
         try:
@@ -265,14 +248,7 @@ class AnthropicModel(Model):
 
     def _usage(self, usage: object) -> RequestUsage:
         if not isinstance(usage, Usage):
-            if not self._warned_no_usage:
-                self._warned_no_usage = True
-                warnings.warn(
-                    f"{self.name} at {self._endpoint} reported no token usage; "
-                    "its requests are counted with zero tokens.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            self._no_usage.warn()
             return RequestUsage()
         # Anthropic counts the uncached, cache-written and cache-read parts of the prompt
         # separately; rlmx's input_tokens is the whole prompt.

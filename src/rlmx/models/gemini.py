@@ -9,12 +9,10 @@ retries are off, the implicit one after a connection error included:
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import math
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,14 +25,16 @@ from rlmx.exceptions import (
     MissingExtraError,
     ModelAPIError,
     ModelConnectionError,
-    ModelRequestsDisabled,
     ModelResponseError,
 )
 from rlmx.models._common import (
+    OnceWarning,
+    PerLoop,
+    check_requests_allowed,
     key_digest,
     looks_like_context_length,
     parse_retry_after,
-    requests_allowed,
+    resolve_api_key,
 )
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings
 from rlmx.usage import RequestUsage
@@ -49,9 +49,6 @@ except ImportError:
 __all__ = ["DEFAULT_BASE_URL", "GeminiModel"]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
-
-# A loopback test server or a proxy may need no key, but the SDK wants one to send.
-_PLACEHOLDER_KEY = "not-needed"
 
 # ``extra_body`` keys that name a GenerateContentConfig field are set on the config (and
 # validated by the SDK); the rest go into the request's JSON as they are. These two
@@ -102,16 +99,12 @@ class GeminiModel(Model):
         base_url = base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or None
         self.base_url = base_url.rstrip("/") if base_url else None
         """Where requests go; ``None`` means Google's public endpoint."""
-        custom_endpoint = self.base_url is not None and self.base_url != DEFAULT_BASE_URL
-        if api_key is None:
-            api_key = os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or None
-        if api_key is None:
-            if not custom_endpoint:
-                raise ConfigError(
-                    "No API key for gemini: set GEMINI_API_KEY or GOOGLE_API_KEY "
-                    "(or pass api_key=... / --base-url for a server that needs none)."
-                )
-            api_key = _PLACEHOLDER_KEY
+        api_key = resolve_api_key(
+            api_key,
+            "gemini",
+            ["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+            custom_endpoint=self.base_url is not None and self.base_url != DEFAULT_BASE_URL,
+        )
         self.name = f"gemini:{model_name}"
         self.model_name = model_name
         self.default_settings = settings or ModelSettings()
@@ -125,10 +118,11 @@ class GeminiModel(Model):
         self._api_key = api_key
         self._timeout_s = timeout_s
         # aiohttp sessions belong to one event loop: keep one client (and session) per loop.
-        self._clients: dict[
-            asyncio.AbstractEventLoop, tuple[genai.Client, aiohttp.ClientSession]
-        ] = {}
-        self._warned_no_usage = False
+        self._clients: PerLoop[tuple[genai.Client, aiohttp.ClientSession]] = PerLoop()
+        self._no_usage = OnceWarning(
+            f"{self.name} at {self._endpoint} reported no token usage; "
+            "its requests are counted with zero tokens."
+        )
 
     @property
     def rate_limit_key(self) -> str:
@@ -139,35 +133,28 @@ class GeminiModel(Model):
         return self.base_url or DEFAULT_BASE_URL
 
     def _client(self) -> genai.Client:
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            for stale in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[stale]
-            # Our own aiohttp session, closed by aclose: the session the SDK would make is
-            # a ClientSession subclass, which aiohttp deprecates with a warning.
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
-            client = genai.Client(
-                api_key=self._api_key,
-                vertexai=False,
-                http_options=genai_types.HttpOptions(
-                    base_url=self.base_url,
-                    timeout=_ms(self._timeout_s),
-                    # One attempt. Without retry options the SDK would still retry a
-                    # failed connection once, after sleeping 1-10 s.
-                    retry_options=genai_types.HttpRetryOptions(attempts=1),
-                    aiohttp_client=session,
-                ),
-            )
-            entry = self._clients[loop] = (client, session)
-        return entry[0]
+        return self._clients.current(self._new_client)[0]
+
+    def _new_client(self) -> tuple[genai.Client, aiohttp.ClientSession]:
+        # Our own aiohttp session, closed by aclose: the session the SDK would make is
+        # a ClientSession subclass, which aiohttp deprecates with a warning.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
+        client = genai.Client(
+            api_key=self._api_key,
+            vertexai=False,
+            http_options=genai_types.HttpOptions(
+                base_url=self.base_url,
+                timeout=_ms(self._timeout_s),
+                # One attempt. Without retry options the SDK would still retry a
+                # failed connection once, after sleeping 1-10 s.
+                retry_options=genai_types.HttpRetryOptions(attempts=1),
+                aiohttp_client=session,
+            ),
+        )
+        return client, session
 
     async def aclose(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aclose is async, a loop always runs
-            return
-        entry = self._clients.pop(loop, None)
+        entry = self._clients.pop_current()
         if entry is not None:
             client, session = entry
             await client.aio.aclose()
@@ -226,12 +213,7 @@ class GeminiModel(Model):
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings | None = None
     ) -> ModelResponse:
-        if not requests_allowed(self.base_url):
-            raise ModelRequestsDisabled(
-                f"Refusing to call {self.name} at {self._endpoint}: model requests are disabled "
-                "(rlmx.models.ALLOW_MODEL_REQUESTS is False or RLMX_ALLOW_MODEL_REQUESTS=0).",
-                model=self.name,
-            )
+        check_requests_allowed(self.name, self.base_url, self._endpoint)
         merged = self.default_settings.merged(settings)
         system, contents = self._contents(messages)
         config = self._config(system, merged)
@@ -322,14 +304,7 @@ class GeminiModel(Model):
         self, usage: genai_types.GenerateContentResponseUsageMetadata | None
     ) -> RequestUsage:
         if usage is None:
-            if not self._warned_no_usage:
-                self._warned_no_usage = True
-                warnings.warn(
-                    f"{self.name} at {self._endpoint} reported no token usage; "
-                    "its requests are counted with zero tokens.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            self._no_usage.warn()
             return RequestUsage()
         thoughts = usage.thoughts_token_count or 0
         # Tool-use prompt tokens are billed as input; they are zero without tools.

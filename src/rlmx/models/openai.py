@@ -12,10 +12,8 @@ requests go through the SDK (with its aiohttp transport), which parses server-se
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,26 +23,25 @@ import aiohttp
 import openai
 
 from rlmx.exceptions import (
-    ConfigError,
     ContextLengthError,
     ModelAPIError,
     ModelConnectionError,
-    ModelRequestsDisabled,
     ModelResponseError,
 )
 from rlmx.models._common import (
+    OnceWarning,
+    PerLoop,
+    check_requests_allowed,
     key_digest,
     looks_like_context_length,
     parse_retry_after,
     requests_allowed,
+    resolve_api_key,
 )
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings, messages_to_dicts
 from rlmx.usage import RequestUsage
 
 __all__ = ["PRESETS", "OpenAIChatModel", "OpenAIPreset", "requests_allowed"]
-
-# Local servers ignore the key, but the SDK refuses to start without one.
-_PLACEHOLDER_KEY = "not-needed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +112,13 @@ class OpenAIChatModel(Model):
         preset = PRESETS.get(provider, PRESETS["openai"])
         env_base = os.environ.get(preset.base_url_env) if preset.base_url_env else None
         self.base_url = (base_url or env_base or preset.base_url).rstrip("/")
-        custom_endpoint = self.base_url != preset.base_url.rstrip("/")
-        if api_key is None and preset.key_env:
-            api_key = os.environ.get(preset.key_env) or None
-        if api_key is None:
-            if preset.key_required and not custom_endpoint:
-                raise ConfigError(
-                    f"No API key for {provider}: set {preset.key_env} "
-                    f"(or pass api_key=... / --base-url for a server that needs none)."
-                )
-            api_key = _PLACEHOLDER_KEY
+        api_key = resolve_api_key(
+            api_key,
+            provider,
+            [preset.key_env] if preset.key_env else [],
+            required=preset.key_required,
+            custom_endpoint=self.base_url != preset.base_url.rstrip("/"),
+        )
         self.name = f"{provider}:{model_name}"
         self.model_name = model_name
         self.default_settings = settings or ModelSettings()
@@ -138,12 +132,14 @@ class OpenAIChatModel(Model):
         self._max_retries = max_retries
         self.stream = stream
         self._self_hosted = preset.self_hosted and provider in PRESETS
-        # aiohttp sessions belong to one event loop: keep one session (and SDK client, for
-        # streaming) per loop.
-        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        # One aiohttp session (and SDK client, for streaming) per event loop.
+        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop()
+        self._sessions: PerLoop[aiohttp.ClientSession] = PerLoop()
         self._url = f"{self.base_url}/chat/completions"
-        self._warned_no_usage = False
+        self._no_usage = OnceWarning(
+            f"{self.name} at {self.base_url} reported no token usage; "
+            "its requests are counted with zero tokens."
+        )
 
     @property
     def rate_limit_key(self) -> str:
@@ -155,52 +151,39 @@ class OpenAIChatModel(Model):
         return super().cost_of(usage, response_model)
 
     def _client(self) -> openai.AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for stale in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[stale]
-            client = openai.AsyncOpenAI(
+        return self._clients.current(
+            lambda: openai.AsyncOpenAI(
                 api_key=self._api_key,
                 base_url=self.base_url,
                 timeout=self._timeout_s,
                 max_retries=self._max_retries,
                 http_client=openai.DefaultAioHttpClient(timeout=self._timeout_s),
             )
-            self._clients[loop] = client
-        return client
+        )
 
     def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None:
-            for stale in [lp for lp in self._sessions if lp.is_closed()]:
-                del self._sessions[stale]
-            from rlmx import __version__
+        return self._sessions.current(self._new_session)
 
-            session = aiohttp.ClientSession(
-                # Concurrency is bounded by the run's max_concurrency, not by the pool.
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                headers={
-                    "Authorization": f"Bearer {self._api_key}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    "User-Agent": f"rlmx/{__version__}",
-                },
-            )
-            self._sessions[loop] = session
-        return session
+    def _new_session(self) -> aiohttp.ClientSession:
+        from rlmx import __version__
+
+        return aiohttp.ClientSession(
+            # Concurrency is bounded by the run's max_concurrency, not by the pool.
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            headers={
+                "Authorization": f"Bearer {self._api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"rlmx/{__version__}",
+            },
+        )
 
     async def aclose(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aclose is async, a loop always runs
-            return
-        client = self._clients.pop(loop, None)
+        client = self._clients.pop_current()
         if client is not None:
             await client.close()
-        session = self._sessions.pop(loop, None)
+        session = self._sessions.pop_current()
         if session is not None:
             await session.close()
 
@@ -227,12 +210,7 @@ class OpenAIChatModel(Model):
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings | None = None
     ) -> ModelResponse:
-        if not requests_allowed(self.base_url):
-            raise ModelRequestsDisabled(
-                f"Refusing to call {self.name} at {self.base_url}: model requests are disabled "
-                "(rlmx.models.ALLOW_MODEL_REQUESTS is False or RLMX_ALLOW_MODEL_REQUESTS=0).",
-                model=self.name,
-            )
+        check_requests_allowed(self.name, self.base_url, self.base_url)
         merged = self.default_settings.merged(settings)
         kwargs = self._request_kwargs(messages, merged)
         if not self.stream:
@@ -404,14 +382,7 @@ class OpenAIChatModel(Model):
 
     def _usage(self, usage: Any) -> RequestUsage:
         if usage is None:
-            if not self._warned_no_usage:
-                self._warned_no_usage = True
-                warnings.warn(
-                    f"{self.name} at {self.base_url} reported no token usage; "
-                    "its requests are counted with zero tokens.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            self._no_usage.warn()
             return RequestUsage()
         # A JSON object on the direct route, an SDK model when streaming.
         prompt_details = _field(usage, "prompt_tokens_details")
