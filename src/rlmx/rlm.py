@@ -18,9 +18,7 @@ from rlmx.engine import Engine, EngineConfig, SystemPrompt
 from rlmx.exceptions import ConfigError, LimitExceeded, RLMError, UserError
 from rlmx.limits import Budget, Limits, StopReason, as_seconds
 from rlmx.models import (
-    CachedModel,
     CacheOption,
-    FallbackModel,
     Model,
     ModelSettings,
     RateLimit,
@@ -86,18 +84,14 @@ class RLM:
         self._owns_cache = self.cache is not None and not isinstance(cache, ResponseCache)
 
         def build(spec: str | Model, fallbacks: Sequence[str | Model], url: str | None) -> Model:
-            by_name = not isinstance(spec, Model)
-            chain = [get_model(m, base_url=url) for m in fallbacks]
-            resolved = get_model(spec, base_url=url)
-            if not by_name and retry is None and rate_limit is None:
-                # The caller composed this model themselves: only what they asked for here.
-                out = FallbackModel([resolved, *chain]) if chain else resolved
-                return out if self.cache is None else CachedModel(out, self.cache)
+            # A Model instance was composed by the caller: it gets only what they asked for.
+            as_given = isinstance(spec, Model) and retry is None and rate_limit is None
             return wrap_model(
-                resolved,
-                retry=True if retry is None else retry,
+                get_model(spec, base_url=url),
+                retry=False if as_given else (True if retry is None else retry),
                 rate_limit=rate_limit,
-                fallbacks=chain,
+                shared_limiter=not as_given,
+                fallbacks=[get_model(m, base_url=url) for m in fallbacks],
                 cache=self.cache,
             )
 

@@ -153,6 +153,7 @@ def wrap_model(
     *,
     retry: RetryPolicy | bool = True,
     rate_limit: RateLimit | None = None,
+    shared_limiter: bool = True,
     fallbacks: Sequence[Model] = (),
     cache: ResponseCache | None = None,
 ) -> Model:
@@ -163,11 +164,12 @@ def wrap_model(
     draws from its provider key's shared rate limiter (``rate_limit`` sets the limits; with
     none, the limiter only spreads 429 pauses). A fallback answers when the models before
     it are unavailable. ``cache`` replays stored replies with zero provider calls.
+    ``retry=False, shared_limiter=False`` adds only the fallbacks and the cache.
     """
     policy = None if retry is False else (RetryPolicy() if retry is True else retry)
 
     def resilient(m: Model) -> Model:
-        wrapped: Model = RateLimitedModel(m, rate_limit)
+        wrapped: Model = RateLimitedModel(m, rate_limit) if shared_limiter else m
         return RetryModel(wrapped, policy) if policy is not None else wrapped
 
     chain = [resilient(m) for m in (model, *fallbacks)]
