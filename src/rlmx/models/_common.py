@@ -28,6 +28,7 @@ __all__ = [
     "parse_retry_after",
     "requests_allowed",
     "resolve_api_key",
+    "window_for",
 ]
 
 T = TypeVar("T")
@@ -107,6 +108,15 @@ def resolve_api_key(
             "(or pass api_key=... / --base-url for a server that needs none)."
         )
     return PLACEHOLDER_KEY
+
+
+def window_for(model_name: str, given: int | None) -> int | None:
+    """``given``, else the model's context window from the price table (``None`` if unknown)."""
+    if given is not None:
+        return given
+    from rlmx.pricing import context_window
+
+    return context_window(model_name)
 
 
 class PerLoop(dict[asyncio.AbstractEventLoop, T]):

@@ -35,6 +35,7 @@ from rlmx.models._common import (
     looks_like_context_length,
     parse_retry_after,
     resolve_api_key,
+    window_for,
 )
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings
 from rlmx.usage import RequestUsage
@@ -108,11 +109,7 @@ class GeminiModel(Model):
         self.name = f"gemini:{model_name}"
         self.model_name = model_name
         self.default_settings = settings or ModelSettings()
-        if context_window is None:
-            from rlmx.pricing import context_window as known_window
-
-            context_window = known_window(model_name)
-        self.context_window = context_window
+        self.context_window = window_for(model_name, context_window)
         self.max_tokens = max_tokens
         """Default ``max_output_tokens``; ``None`` leaves the model's own limit."""
         self._api_key = api_key

@@ -37,6 +37,7 @@ from rlmx.models._common import (
     parse_retry_after,
     requests_allowed,
     resolve_api_key,
+    window_for,
 )
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings, messages_to_dicts
 from rlmx.usage import RequestUsage
@@ -122,11 +123,7 @@ class OpenAIChatModel(Model):
         self.name = f"{provider}:{model_name}"
         self.model_name = model_name
         self.default_settings = settings or ModelSettings()
-        if context_window is None:
-            from rlmx.pricing import context_window as known_window
-
-            context_window = known_window(model_name)
-        self.context_window = context_window
+        self.context_window = window_for(model_name, context_window)
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._max_retries = max_retries
