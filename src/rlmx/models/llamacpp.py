@@ -41,6 +41,7 @@ from rlmx.exceptions import (
     ModelError,
     ModelResponseError,
 )
+from rlmx.models._common import PerLoop
 from rlmx.models.base import Message, Model, ModelResponse, ModelSettings, messages_to_dicts
 from rlmx.usage import RequestUsage
 
@@ -308,7 +309,7 @@ class LlamaCppModel(Model):
         self._close_lock = threading.Lock()
         # Requests queue on an asyncio lock (one per event loop) rather than on `_lock`,
         # so waiting requests do not each hold a worker thread.
-        self._loop_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._loop_locks: PerLoop[asyncio.Lock] = PerLoop()
 
     def _initial_model_name(self) -> str:
         if self._source.path is not None:
@@ -414,13 +415,7 @@ class LlamaCppModel(Model):
 
     # ----------------------------------------------------------------- requests
     def _loop_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._loop_locks.get(loop)
-        if lock is None:
-            for stale in [lp for lp in self._loop_locks if lp.is_closed()]:
-                del self._loop_locks[stale]
-            lock = self._loop_locks[loop] = asyncio.Lock()
-        return lock
+        return self._loop_locks.current(asyncio.Lock)
 
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings | None = None
