@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from rlmx.trace import Trace, load_trace
 from rlmx.view._model import DEFAULT_MAX_TEXT_CHARS, build_view, code_style
 
 __all__ = ["asset", "render_page", "render_trace", "write_trace_page"]
+
+_PLACEHOLDER = re.compile(r"\{\{(TITLE|STYLE|DATA|SCRIPT|VERSION)\}\}")
 
 
 def asset(name: str) -> str:
@@ -29,18 +32,15 @@ def _embed_json(value: Any) -> str:
 def render_page(title: str, data: Any, script: str, extra_style: str = "") -> str:
     """One self-contained page: the template with its style, data and script inlined."""
     replacements = {
-        "{{TITLE}}": html.escape(title),
-        "{{STYLE}}": asset("viewer.css") + "\n" + extra_style,
-        "{{DATA}}": _embed_json(data),
-        "{{SCRIPT}}": script,
-        "{{VERSION}}": html.escape(__version__),
+        "TITLE": html.escape(title),
+        "STYLE": asset("viewer.css") + "\n" + extra_style,
+        "DATA": _embed_json(data),
+        "SCRIPT": script,
+        "VERSION": html.escape(__version__),
     }
-    page = asset("page.html")
-    for key, value in replacements.items():
-        # one pass per placeholder, and values are never rescanned (the data may hold "{{")
-        head, sep, tail = page.partition(key)
-        page = head + value + tail if sep else page
-    return page
+    # one pass over the template: an inserted value (the data may hold "{{SCRIPT}}") is
+    # never scanned for placeholders again
+    return _PLACEHOLDER.sub(lambda m: replacements[m.group(1)], asset("page.html"))
 
 
 def render_trace(trace: Trace | str | Path, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
