@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlmx.cli import EXIT_OK, EXIT_USAGE, main
-from tests.view.traces import NEEDLE_ANSWER, depth_two_run
+from tests.view.traces import NEEDLE_ANSWER, bench_record, depth_two_run
 
 
 @pytest.fixture
@@ -71,10 +71,7 @@ def test_a_folder_gets_an_index_with_benchmark_scores(
     (folder / "traces").mkdir(parents=True)
     depth_two_run(folder / "traces" / "a.jsonl")
     depth_two_run(folder / "traces" / "b.jsonl")
-    records = [
-        {"item_id": "x-1", "task": "sniah", "method": "rlm", "score": 1.0, "trace": "traces/a.jsonl"},
-        {"item_id": "x-2", "task": "sniah", "method": "rlm", "score": 0.0, "trace": "traces/b.jsonl"},
-    ]
+    records = [bench_record("a", "rlm", 1.0), bench_record("b", "rlm", 0.0)]
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["view", str(folder)]) == EXIT_OK
     index = folder / "view" / "index.html"

@@ -3,6 +3,7 @@ self-contained, and unfinished or malformed traces still render."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from decimal import Decimal
@@ -77,7 +78,7 @@ def test_timeline_lanes_never_overlap(tmp_path: Path) -> None:
         by_lane.setdefault(lane, []).append((start, end))
     for spans in by_lane.values():
         spans.sort()
-        for (_s1, e1), (s2, _e2) in zip(spans, spans[1:], strict=False):
+        for (_s1, e1), (s2, _e2) in itertools.pairwise(spans):
             assert s2 >= e1 - 1e-4  # rounding to 0.1 ms
     assert len(by_lane) > 1  # the fan-out ran concurrently
 

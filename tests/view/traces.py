@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rlmx import RLM, Limits
 from rlmx.models import FunctionModel, Message, ModelSettings, ScriptedModel
@@ -44,12 +45,21 @@ def depth_two_run(trace: Path) -> RLMResult:
 
 def large_run(trace: Path, fan_out: int = 600, rounds: int = 2) -> RLMResult:
     """A run of about ``4 * fan_out * rounds`` events: wide fan-outs of plain sub-calls."""
-    replies = [
-        code(f"r = llm_query_batched([f'item {{i}} of round {n}' for i in range({fan_out})])\nlen(r)")
-        for n in range(rounds)
-    ]
+    cell = "r = llm_query_batched([f'item {{i}} of round {n}' for i in range({fan_out})])\nlen(r)"
+    replies = [code(cell.format(n=n, fan_out=fan_out)) for n in range(rounds)]
     root = ScriptedModel([*replies, "FINAL(done)"], prices=(1, 2))
     sub = FunctionModel(lambda messages, settings: "ok " + messages[-1].content, prices=(1, 2))
     limits = Limits(max_iterations=rounds + 2, max_concurrency=64)
     rlm = RLM(root, sub, sandbox="local", max_depth=1, trace=trace, limits=limits)
     return rlm.completion("context", "count")
+
+
+def bench_record(name: str, method: str, score: float) -> dict[str, Any]:
+    """A benchmark result line naming the trace ``traces/{name}.jsonl``."""
+    return {
+        "item_id": f"item-{name}",
+        "task": "sniah",
+        "method": method,
+        "score": score,
+        "trace": f"traces/{name}.jsonl",
+    }
