@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -29,3 +31,13 @@ def test_readme_documents_every_exit_code() -> None:
 
     for code in EXIT_CODES:
         assert f"`{code}`" in README
+
+
+def test_viewer_doc_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / "docs" / "viewer.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
+    assert blocks
+    monkeypatch.chdir(tmp_path)  # the example writes run.jsonl
+    for block in blocks:
+        exec(compile(block, "docs/viewer.md", "exec"), {"__name__": "doc"})
+    assert (tmp_path / "run.jsonl").exists()
