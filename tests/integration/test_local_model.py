@@ -34,7 +34,7 @@ import pytest
 from rlmx import RLM, Limits
 from rlmx.models import Message, ModelSettings
 from rlmx.models.llamacpp import LlamaCppModel
-from rlmx.trace import read_events
+from rlmx.trace import load_trace, read_events
 
 pytestmark = [pytest.mark.local_model, pytest.mark.timeout(300)]
 
@@ -194,3 +194,37 @@ def test_reported_usage_matches_the_models_tokenizer(gguf: Path) -> None:
         assert model.cost_of(response.usage) == Decimal(0)
 
     asyncio.run(run())
+
+
+def test_bench_runs_rlm_and_direct_on_the_real_model(gguf: Path, tmp_path: Path) -> None:
+    """``rlmx bench sniah --method rlm --method direct --n 2`` at the smallest S-NIAH size:
+    the outputs exist and are well formed; the scores are whatever the tiny model gets."""
+    out = tmp_path / "bench"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RLMX_MODEL"))}
+    command = [
+        sys.executable, "-m", "rlmx", "bench", "sniah",
+        "--method", "rlm", "--method", "direct", "--n", "2", "--lengths", "2^13",
+        "--model", f"llamacpp:{gguf}", "--window", "2048",
+        "--temperature", "0", "--model-seed", "0", "--max-output-tokens", "64",
+        "--max-iterations", "2", "--timeout-per-item", "240", "--concurrency", "1",
+        "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in records) == ["direct", "direct", "rlm:1", "rlm:1"]
+    for record in records:
+        assert record["error"] is None and 0.0 <= record["score"] <= 1.0
+        assert record["length"] == 8192 and record["input_tokens"] > 0
+        assert record["cost_usd"] == "0" and record["iterations"] >= 1
+        trace = load_trace(out / record["trace"])
+        assert trace.finished and trace.root is not None
+        assert trace.root.input_tokens == record["input_tokens"]
+    direct = [r for r in records if r["method"] == "direct"]
+    # the 8K-token haystack was cut to the 2,048-token window
+    assert all(r["input_tokens"] <= 2048 for r in direct)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {row["method"] for row in summary["rows"]} == {"rlm:1", "direct"}
+    assert all(row["n"] == 2 for row in summary["rows"])
+    assert "| direct | 8K | 2 |" in (out / "summary.md").read_text()
+    assert (out / "sniah_score_vs_length.png").read_bytes().startswith(b"\x89PNG")

@@ -339,14 +339,15 @@ def chosen_option(output: str, options: str = "ABCD") -> str | None:
     """The option letter ``output`` chooses, or None when it names none or several.
 
     In order: the last explicit statement (``Answer: B``, ``the answer is (B)``,
-    ``**Final answer:** B) foo``); else the single letter marked as a choice (``(B)``,
+    ``**Final answer:** B) foo``, ``Option B``); else the single letter marked as a choice (``(B)``,
     ``**B**``, ``[B]``, a line starting ``B)`` or holding only ``B``), several different ones
     being ambiguous; else a lone letter as the output's last word.
     """
     letters = _option_letters(options)
     letter = f"[{re.escape(letters)}]"
     explicit = re.findall(
-        rf"(?i:\banswer\b)(?:\s+(?i:is))?(?:\s+(?i:option))?[\s:*\[(\-]*({letter})(?![A-Za-z0-9])",
+        rf"(?i:\b(?:answer|option|choice)\b)(?:\s+(?i:is))?(?:\s+(?i:option))?[\s:*\[(\-]*"
+        rf"({letter})(?![A-Za-z0-9])",
         output,
     )
     if explicit:

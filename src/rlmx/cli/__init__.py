@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlmx.cli import doctor, run, view
+    from rlmx.cli import bench, doctor, run, view
 
     parser = _Parser(
         prog="rlmx",
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rlmx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run.add_parser(sub)
+    bench.add_parser(sub)
     view.add_parser(sub)
     doctor.add_parser(sub)
     return parser
