@@ -70,7 +70,7 @@ def parse_method(text: str) -> MethodSpec:
     if name == "rlm":
         if depth in ("", "0", "1", "2", "3"):
             return MethodSpec("rlm", int(depth) if depth else 1)
-        raise ConfigError(f"Unknown RLM depth in {text!r}: use rlm:0, rlm:1 or rlm:2.")
+        raise ConfigError(f"Unknown RLM depth in {text!r}: use rlm:0, rlm:1, rlm:2 or rlm:3.")
     if name in BASELINES and not depth:
         return MethodSpec(name)
     known = ", ".join(("rlm", "rlm:0", "rlm:1", "rlm:2", *BASELINES))

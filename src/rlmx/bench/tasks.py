@@ -21,7 +21,10 @@ DEFAULT_LENGTHS = {
 
 
 class _FileTask:
-    """Items read from a user's official file (RULER jsonl); scored by the task's scorer."""
+    """Items read from a user's official file (RULER jsonl); scored by the task's scorer.
+
+    A file's items carry their measured length, a little under the size they were built
+    for, so a requested length ``L`` selects the items whose length is in ``(L/2, L]``."""
 
     def __init__(self, task: Task, items: list[BenchItem]) -> None:
         self.name = task.name
@@ -29,12 +32,17 @@ class _FileTask:
         self._items = items
 
     def items(self, length: int, n: int, seed: int) -> list[BenchItem]:
-        matching = [item for item in self._items if item.length == length]
+        matching = [item for item in self._items if length // 2 < item.length <= length]
         if not matching:
             have = sorted({item.length for item in self._items})
             raise ConfigError(
                 f"The data file has no {self.name} items of length {length}; it has "
                 f"lengths {have}. Pass --lengths with one of them."
+            )
+        if len(matching) < n:
+            raise ConfigError(
+                f"The data file has {len(matching)} {self.name} items of length {length}, "
+                f"fewer than the {n} asked for; pass --n {len(matching)}."
             )
         return matching[:n]
 
@@ -50,7 +58,8 @@ def get_task(
     source: str | Path | None = None,
     haystack_dir: str | Path | None = None,
 ) -> Task:
-    """The task called ``name``; ``data`` points at official files or TREC data."""
+    """The task called ``name``. ``data``: a RULER jsonl file (sniah), OOLONG's official
+    files or TREC data (oolong), TREC data (oolong-pairs)."""
     if name == "sniah":
         from rlmx.bench.sniah import SniahTask, load_ruler_jsonl
 
@@ -64,7 +73,10 @@ def get_task(
         _no_option(name, variant=variant, source=source, haystack_dir=haystack_dir)
         if name == "oolong":
             from rlmx.bench.oolong import OolongTask
+            from rlmx.bench.oolong_official import OolongOfficialTask, is_official_data
 
+            if data is not None and is_official_data(data):
+                return OolongOfficialTask(data)
             return OolongTask(load_trec(data))
         from rlmx.bench.oolong_pairs import OolongPairsTask
 

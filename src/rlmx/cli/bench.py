@@ -89,7 +89,10 @@ def add_parser(sub: Any) -> None:
     items.add_argument("--n", type=_positive, default=5, help="items per length (default 5)")
     items.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     items.add_argument(
-        "--data", metavar="PATH", help="official files: RULER jsonl (sniah), TREC (oolong)"
+        "--data",
+        metavar="PATH",
+        help="official files: RULER jsonl (sniah), OOLONG's files or TREC (oolong, "
+        "oolong-pairs: TREC)",
     )
     items.add_argument("--variant", help="sniah: single_1 (default), single_2, single_3")
     items.add_argument("--haystack", metavar="DIR", help="sniah: .txt files for the essay text")
