@@ -38,7 +38,7 @@ from rlmx.prompts import (
     next_step_message,
 )
 from rlmx.sandbox.base import ExecResult, Sandbox, SandboxConfig
-from rlmx.trace import Tracer
+from rlmx.trace import Tracer, response_fields
 
 __all__ = ["Engine", "EngineConfig", "RunOutcome", "RunState"]
 
@@ -445,18 +445,7 @@ class Engine:
             request_id=request_id,
             call_id=call_id,
             model=model.name,
-            answered_by=response.answered_by,
-            response_model=response.model_name,
-            text=response.text,
-            finish_reason=response.finish_reason,
-            usage={
-                "input_tokens": response.usage.input_tokens,
-                "output_tokens": response.usage.output_tokens,
-                "cached_input_tokens": response.usage.cached_input_tokens,
-                "reasoning_tokens": response.usage.reasoning_tokens,
-                "cache_write_tokens": response.usage.cache_write_tokens,
-            },
-            cost_usd=None if cost is None else str(cost),
+            **response_fields(response, cost),
             duration_s=round(time.monotonic() - started, 6),
             request_depth=depth,
         )

@@ -22,7 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlmx.models.base import ModelResponse
 
 __all__ = [
     "EVENT_TYPES",
@@ -38,6 +41,7 @@ __all__ = [
     "Tracer",
     "load_trace",
     "read_events",
+    "response_fields",
 ]
 
 EVENT_TYPES = (
@@ -86,6 +90,25 @@ def _json_default(value: object) -> Any:
 
 
 TraceSink = Callable[[TraceEvent], None]
+
+
+def response_fields(response: ModelResponse, cost: Decimal | None) -> dict[str, Any]:
+    """A ``model_response`` event's description of a reply: text, usage, cost, who answered."""
+    usage = response.usage
+    return {
+        "answered_by": response.answered_by,
+        "response_model": response.model_name,
+        "text": response.text,
+        "finish_reason": response.finish_reason,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "cost_usd": None if cost is None else str(cost),
+    }
 
 
 class JSONLTraceSink:

@@ -42,6 +42,7 @@ __all__ = [
     "OolongRow",
     "OolongTask",
     "OolongWindow",
+    "TrecWindows",
     "build_window",
     "format_row_date",
     "min_length",
@@ -631,7 +632,37 @@ def window_questions(
     return _round_robin(family_queues)[:count]
 
 
-class OolongTask:
+class TrecWindows:
+    """Seeded OOLONG windows drawn from a TREC pool (loaded on first use), the last few kept:
+    what the ``oolong`` and ``oolong-pairs`` tasks share. Each task seeds its windows with its
+    own ``name``, so the two never draw the same window for the same seed."""
+
+    name: str
+
+    def __init__(self, trec: Sequence[TrecQuestion] | None = None) -> None:
+        self._trec = list(trec) if trec is not None else None
+        self._windows: dict[tuple[int, int, int], OolongWindow] = {}
+
+    @property
+    def trec(self) -> list[TrecQuestion]:
+        """The TREC questions windows are drawn from (loaded on first use)."""
+        if self._trec is None:
+            self._trec = load_trec(None)
+        return self._trec
+
+    def window(self, length: int, seed: int, index: int) -> OolongWindow:
+        """Window ``index`` of ``items(length, ..., seed)``."""
+        key = (length, seed, index)
+        if key not in self._windows:
+            if len(self._windows) >= 4:
+                self._windows.pop(next(iter(self._windows)))
+            self._windows[key] = build_window(
+                self.trec, length, window_rng(self.name, length, seed, index)
+            )
+        return self._windows[key]
+
+
+class OolongTask(TrecWindows):
     """The ``oolong`` benchmark: 25 questions per window of TREC rows, scored as OOLONG does.
 
     ``trec`` is the labelled question pool (default: :func:`rlmx.bench.trec.load_trec` on
@@ -652,27 +683,8 @@ class OolongTask:
             raise ConfigError(
                 f"questions_per_window must be at least 1, not {questions_per_window}."
             )
-        self._trec = list(trec) if trec is not None else None
+        super().__init__(trec)
         self.questions_per_window = questions_per_window
-        self._windows: dict[tuple[int, int, int], OolongWindow] = {}
-
-    @property
-    def trec(self) -> list[TrecQuestion]:
-        """The TREC questions windows are drawn from (loaded on first use)."""
-        if self._trec is None:
-            self._trec = load_trec(None)
-        return self._trec
-
-    def window(self, length: int, seed: int, index: int) -> OolongWindow:
-        """Window ``index`` of ``items(length, ..., seed)``."""
-        key = (length, seed, index)
-        if key not in self._windows:
-            if len(self._windows) >= 4:
-                self._windows.pop(next(iter(self._windows)))
-            self._windows[key] = build_window(
-                self.trec, length, window_rng(self.name, length, seed, index)
-            )
-        return self._windows[key]
 
     def questions(self, length: int, seed: int, index: int) -> list[OolongQuestion]:
         """The questions asked over window ``index``."""

@@ -26,9 +26,9 @@ from itertools import combinations
 from typing import Any
 
 from rlmx.bench.base import BenchItem
-from rlmx.bench.oolong import OolongRow, OolongWindow, build_window, render_window, window_rng
+from rlmx.bench.oolong import OolongRow, TrecWindows, render_window
 from rlmx.bench.scoring import pair_f1
-from rlmx.bench.trec import OOLONG_LABELS, TrecQuestion, load_trec
+from rlmx.bench.trec import OOLONG_LABELS
 from rlmx.exceptions import ConfigError
 
 __all__ = [
@@ -223,7 +223,7 @@ def gold_pairs(spec: PairsTaskSpec, rows: Sequence[OolongRow]) -> list[list[int]
     return [list(pair) for pair in sorted(pairs)]
 
 
-class OolongPairsTask:
+class OolongPairsTask(TrecWindows):
     """The ``oolong-pairs`` benchmark: item ``k`` of ``items(length, n, seed)`` is task
     ``k % 20 + 1`` over window ``k // 20`` (each window its own seeded draw of TREC rows).
 
@@ -232,28 +232,6 @@ class OolongPairsTask:
     """
 
     name = "oolong-pairs"
-
-    def __init__(self, trec: Sequence[TrecQuestion] | None = None) -> None:
-        self._trec = list(trec) if trec is not None else None
-        self._windows: dict[tuple[int, int, int], OolongWindow] = {}
-
-    @property
-    def trec(self) -> list[TrecQuestion]:
-        """The TREC questions windows are drawn from (loaded on first use)."""
-        if self._trec is None:
-            self._trec = load_trec(None)
-        return self._trec
-
-    def window(self, length: int, seed: int, index: int) -> OolongWindow:
-        """Window ``index`` of ``items(length, ..., seed)``."""
-        key = (length, seed, index)
-        if key not in self._windows:
-            if len(self._windows) >= 4:
-                self._windows.pop(next(iter(self._windows)))
-            self._windows[key] = build_window(
-                self.trec, length, window_rng(self.name, length, seed, index)
-            )
-        return self._windows[key]
 
     def items(self, length: int, n: int, seed: int) -> list[BenchItem]:
         """``n`` questions, cycling through the 20 tasks with a new window every 20."""

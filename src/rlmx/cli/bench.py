@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rlmx.cli import EXIT_MODEL, EXIT_OK
-from rlmx.cli.run import _count, _money, _positive, _seconds
+from rlmx.cli.run import _count, _money, _positive, _seconds, model_names
 from rlmx.exceptions import ConfigError
 
 __all__ = ["add_parser", "handle", "parse_length"]
@@ -111,8 +111,6 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    import os
-
     from rlmx.bench.methods import MethodSetup, parse_method
     from rlmx.bench.report import write_plots, write_summary
     from rlmx.bench.runner import BenchConfig, BenchRunner
@@ -123,13 +121,8 @@ def handle(args: argparse.Namespace) -> int:
     from rlmx.models import get_model, resolve_cache, wrap_model
     from rlmx.models.base import ModelSettings
 
-    model_name = args.model or os.environ.get("RLMX_MODEL")
-    if not model_name:
-        raise ConfigError(
-            "No model given: pass --model provider:model (e.g. openai:gpt-5-mini) "
-            "or set RLMX_MODEL."
-        )
-    sub_name = args.sub_model or os.environ.get("RLMX_SUB_MODEL") or model_name
+    model_name, sub_given = model_names(args)
+    sub_name = sub_given or model_name
     methods = [parse_method(m) for m in (args.method or ["rlm"])]
     methods = list({m.label: m for m in methods}.values())
     task = get_task(

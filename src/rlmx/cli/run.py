@@ -18,7 +18,7 @@ from rlmx.models.ratelimit import RateLimit
 from rlmx.models.wrappers import RetryPolicy
 from rlmx.result import RLMResult
 
-__all__ = ["add_parser", "handle"]
+__all__ = ["add_parser", "handle", "model_names"]
 
 
 def _number(
@@ -133,18 +133,24 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=handle)
 
 
-def handle(args: argparse.Namespace) -> int:
-    from rlmx.cli._progress import ProgressSink
-    from rlmx.context import load_context
-    from rlmx.rlm import RLM
-
+def model_names(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The root model (``--model`` or ``RLMX_MODEL``, required) and the sub-model
+    (``--sub-model`` or ``RLMX_SUB_MODEL``, if any)."""
     model = args.model or os.environ.get("RLMX_MODEL")
     if not model:
         raise ConfigError(
             "No model given: pass --model provider:model (e.g. openai:gpt-5-mini) "
             "or set RLMX_MODEL."
         )
-    sub_model = args.sub_model or os.environ.get("RLMX_SUB_MODEL")
+    return model, args.sub_model or os.environ.get("RLMX_SUB_MODEL")
+
+
+def handle(args: argparse.Namespace) -> int:
+    from rlmx.cli._progress import ProgressSink
+    from rlmx.context import load_context
+    from rlmx.rlm import RLM
+
+    model, sub_model = model_names(args)
     if not args.context:
         raise ConfigError(
             "No context given: pass --context PATH (a file or folder), or - for stdin."

@@ -35,7 +35,7 @@ def render_page(title: str, data: Any, script: str, extra_style: str = "") -> st
         "TITLE": html.escape(title),
         "STYLE": asset("viewer.css") + "\n" + extra_style,
         "DATA": _embed_json(data),
-        "SCRIPT": script,
+        "SCRIPT": asset("common.js") + "\n" + script,
         "VERSION": html.escape(__version__),
     }
     # one pass over the template: an inserted value (the data may hold "{{SCRIPT}}") is

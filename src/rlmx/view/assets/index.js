@@ -3,20 +3,6 @@
 (function () {
   const D = JSON.parse(document.getElementById("rlmx-data").textContent);
   const app = document.getElementById("app");
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
   const rows = D.rows;
   const hasBench = rows.some((r) => r.score !== null);
   const status = (r) => !r.finished ? ["bad", "did not finish"] : r.stopped_by ? ["warn", "stopped by " + r.stopped_by] : r.answered ? ["ok", "answered"] : ["warn", "no answer"];

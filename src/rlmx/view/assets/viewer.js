@@ -7,21 +7,6 @@
   const app = document.getElementById("app");
 
   // ---- small helpers -------------------------------------------------------------------
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "html") node.innerHTML = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
   const fmtInt = (n) => (n || 0).toLocaleString("en-US");
   function fmtCost(cost) {
     if (cost === null || cost === undefined) return "cost unknown";
