@@ -134,3 +134,26 @@ def test_no_model_is_a_usage_error() -> None:
 )
 def test_lengths(text: str, tokens: int) -> None:
     assert parse_length(text) == tokens
+
+
+def test_the_response_cache_makes_a_rerun_free(server: MockOpenAIServer, tmp_path: Path) -> None:
+    cache = tmp_path / "replies.sqlite3"
+    args = ["bench", "sniah", "--method", "direct", "--method", "mapreduce", "--window", "1024"]
+    args += ["--model", "vllm:mock", "--base-url", server.base_url, "--lengths", "2k", "--n", "2"]
+    first = rlmx(*args, "--cache", str(cache), "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    sent = len(server.requests)
+    assert sent > 4  # mapreduce mapped several chunks per item
+    second = rlmx(*args, "--cache", str(cache), "--out", str(tmp_path / "b"))
+    assert second.returncode == 0, second.stderr
+    assert len(server.requests) == sent  # every reply came from the cache
+
+    def results(name: str) -> dict[tuple[str, str], dict[str, object]]:
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        return {(r["method"], r["item_id"]): r for r in map(json.loads, lines)}
+
+    before, after = results("a"), results("b")
+    assert before.keys() == after.keys() and len(after) == 4
+    for key, record in after.items():
+        assert record["cached_responses"] > 0 and before[key]["cached_responses"] == 0
+        assert (record["answer"], record["score"]) == (before[key]["answer"], before[key]["score"])
