@@ -17,10 +17,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import openai
+
+if TYPE_CHECKING:
+    import openai
 
 from rlmx.exceptions import (
     ContextLengthError,
@@ -148,6 +150,8 @@ class OpenAIChatModel(Model):
         return super().cost_of(usage, response_model)
 
     def _client(self) -> openai.AsyncOpenAI:
+        import openai  # only streaming uses the SDK; importing it costs ~0.7 s
+
         return self._clients.current(
             lambda: openai.AsyncOpenAI(
                 api_key=self._api_key,
@@ -212,6 +216,8 @@ class OpenAIChatModel(Model):
         kwargs = self._request_kwargs(messages, merged)
         if not self.stream:
             return await self._post(kwargs)
+        import openai
+
         try:
             return await self._streamed(kwargs)
         except openai.APIStatusError as exc:
