@@ -1,11 +1,14 @@
-"""What every benchmark task provides: seeded items and a scorer."""
+"""What every benchmark task provides (seeded items and a scorer), and the methods' names."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["BenchItem", "Task"]
+__all__ = ["BASELINES", "BenchItem", "Task"]
+
+BASELINES = ("direct", "rag", "mapreduce", "summary")
+"""The baseline methods besides the RLM itself (``rlm``, ``rlm:0`` ... ``rlm:3``)."""
 
 
 @dataclass(frozen=True, slots=True)

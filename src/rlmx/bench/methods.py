@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlmx.bench.base import BenchItem
+from rlmx.bench.base import BASELINES, BenchItem
 from rlmx.bench.bm25 import BM25Index
 from rlmx.bench.tokens import count_tokens
 from rlmx.context import describe_context
@@ -44,7 +44,6 @@ __all__ = [
     "split_chunks",
 ]
 
-BASELINES = ("direct", "rag", "mapreduce", "summary")
 DEFAULT_WINDOW_TOKENS = 128_000
 """The window assumed for a model whose window is unknown (a local server): ``--window``."""
 

@@ -36,7 +36,7 @@ def parse_length(text: str) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from rlmx.bench.methods import BASELINES
+    from rlmx.bench.base import BASELINES
     from rlmx.bench.tasks import TASKS
 
     p = sub.add_parser(

@@ -8,14 +8,11 @@ other by index; the page builds the tree from them lazily.
 
 from __future__ import annotations
 
+import functools
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
-
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import PythonLexer
 
 from rlmx.trace import Cell, ModelCall, Run, SubCall, Trace
 
@@ -24,13 +21,23 @@ __all__ = ["DEFAULT_MAX_TEXT_CHARS", "build_view", "code_style"]
 DEFAULT_MAX_TEXT_CHARS = 50_000
 """Longer texts (prompts, outputs, replies) are cut in the page; the trace keeps them whole."""
 
-_LEXER = PythonLexer()
-_FORMATTER = HtmlFormatter(nowrap=True)
-
 
 def code_style() -> str:
     """CSS for the highlighted code's token classes, scoped to ``.hl``."""
+    from pygments.formatters import HtmlFormatter
+
     return str(HtmlFormatter(style="default").get_style_defs(".hl"))  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _highlighter() -> Callable[[str], str]:
+    # Pygments is imported on first use: `rlmx --help` should not pay for it.
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    lexer, formatter = PythonLexer(), HtmlFormatter(nowrap=True)
+    return lambda code: str(highlight(code, lexer, formatter))
 
 
 def _clip(text: str | None, limit: int) -> str | None:
@@ -190,7 +197,7 @@ class _ViewBuilder:
                 "iter": cell.iteration,
                 "index": cell.index,
                 "code": self.text(cell.code),
-                "html": highlight(cell.code, _LEXER, _FORMATTER),
+                "html": _highlighter()(cell.code),
                 "t": self.rel(cell.at - cell.duration_s),
                 "stdout": self.text(cell.stdout),
                 "stderr": self.text(cell.stderr),
