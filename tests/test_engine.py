@@ -515,3 +515,72 @@ def test_a_context_length_error_from_the_provider_goes_back_to_the_model() -> No
     assert result.answer == "recovered"  # not fatal, unlike other 400s
     seen = observations(root)[1]
     assert "refused the prompt as too long" in seen and "Split the input" in seen
+
+
+class SlowStartSandbox:
+    """A local sandbox whose start takes ``delay_s`` and may then fail, to watch the overlap."""
+
+    def __init__(self, delay_s: float, fail: bool = False) -> None:
+        self.delay_s = delay_s
+        self.fail = fail
+        self.loading = False
+        self.closed = False
+
+    def __call__(self, config: Any) -> Any:
+        from rlmx.exceptions import SandboxError
+        from rlmx.sandbox.local import LocalSandbox
+
+        outer = self
+
+        class Slow(LocalSandbox):
+            async def load_context(self, value: Any) -> None:
+                outer.loading = True
+                await asyncio.sleep(outer.delay_s)
+                outer.loading = False
+                if outer.fail:
+                    raise SandboxError("the worker could not start")
+                await super().load_context(value)
+
+            async def aclose(self) -> None:
+                outer.closed = True
+                await super().aclose()
+
+        return Slow(config)
+
+
+def test_the_first_model_request_overlaps_the_sandbox_start() -> None:
+    sandbox = SlowStartSandbox(0.3)
+    seen: list[bool] = []
+
+    async def root(messages: Sequence[Message], settings: ModelSettings | None) -> str:
+        seen.append(sandbox.loading)
+        await asyncio.sleep(0.05)
+        return code("FINAL(str(len(context)))") if len(seen) == 1 else "FINAL(x)"
+
+    result = RLM(FunctionModel(root), sandbox=sandbox).completion("abcd", "q")
+    assert result.answer == "4" and seen == [True]  # asked while the sandbox was starting
+    assert sandbox.closed
+
+
+@pytest.mark.parametrize("first_reply", [code("print(1)"), "FINAL(done)"])
+def test_a_sandbox_that_fails_to_start_still_fails_the_run(first_reply: str) -> None:
+    from rlmx.exceptions import SandboxError
+
+    sandbox = SlowStartSandbox(0.05, fail=True)
+    finished: list[str] = []
+
+    async def slow_root(messages: Sequence[Message], settings: ModelSettings | None) -> str:
+        await asyncio.sleep(2)  # longer than the start: the request is cancelled
+        finished.append("root")
+        return first_reply
+
+    with pytest.raises(SandboxError, match="could not start"):
+        RLM(FunctionModel(slow_root), sandbox=sandbox).completion("ctx", "q")
+    assert finished == [] and sandbox.closed
+
+    def quick_root(messages: Sequence[Message], settings: ModelSettings | None) -> str:
+        return first_reply  # answered before the start failed: the error is still raised
+
+    sandbox = SlowStartSandbox(0.05, fail=True)
+    with pytest.raises(SandboxError, match="could not start"):
+        RLM(FunctionModel(quick_root), sandbox=sandbox).completion("ctx", "q")

@@ -11,10 +11,11 @@ The engine never prints: everything observable is a trace event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,11 +168,9 @@ class Engine:
                 max_output_chars=limits.max_output_chars,
             )
         )
+        start = _SandboxStart(sandbox, context)
         try:
-            async with sandbox:
-                await sandbox.load_context(context)
-                if state.depth == 0:
-                    self.sandbox_report = sandbox.describe()
+            try:
                 inputs = PromptInputs(
                     context=description,
                     depth=state.depth,
@@ -188,7 +187,11 @@ class Engine:
                     Message("user", first_user_message(state.query)),
                 ]
                 while state.final is None and state.stop is None:
-                    await self._step(state, sandbox)
+                    await self._step(state, start)
+            finally:
+                if start.ready and state.depth == 0:
+                    self.sandbox_report = sandbox.describe()
+                await start.close()
         finally:
             state.elapsed_s = time.monotonic() - started
             if state.fatal is None:
@@ -229,16 +232,17 @@ class Engine:
         return text
 
     # ------------------------------------------------------------------ steps
-    async def _step(self, state: RunState, sandbox: Sandbox) -> None:
+    async def _step(self, state: RunState, start: _SandboxStart) -> None:
         """One turn: check budgets, ask the model, run its code, record what happened."""
         stop = self.budget.check()
         if stop is not None:
             state.stop = stop
             return
         if state.iteration >= self.config.limits.max_iterations:
-            await self._last_call(state, sandbox)
+            await self._last_call(state, start)
             return
-        reply = await self._ask(state)
+        reply = await start.alongside(self._ask(state))
+        sandbox = start.sandbox
         state.iteration += 1
         state.last_reply = reply.text
         state.messages.append(Message("assistant", reply.text))
@@ -297,7 +301,7 @@ class Engine:
         )
         state.messages.append(Message("user", "\n\n".join(observations)))
 
-    async def _last_call(self, state: RunState, sandbox: Sandbox) -> None:
+    async def _last_call(self, state: RunState, start: _SandboxStart) -> None:
         """Out of turns: one last request for the answer, without running code."""
         limit = self.config.limits.max_iterations
         state.stop = StopReason(
@@ -309,11 +313,12 @@ class Engine:
             Message("user", final_answer_now(f"You have used all {limit} turns."))
         )
         try:
-            reply = await self._ask(state)
+            reply = await start.alongside(self._ask(state))
         except ModelError as exc:
             if _is_fatal(exc):
                 raise
             return
+        sandbox = start.sandbox
         state.last_reply = reply.text
         state.messages.append(Message("assistant", reply.text))
         parsed = parse_reply(reply.text)
@@ -453,9 +458,58 @@ class Engine:
 
     # ------------------------------------------------------------------ misc
     def _emit(self, state: RunState, type_: str, **data: Any) -> None:
+        if not self.tracer.sinks:
+            return
         self.tracer.emit(
             type_, run_id=state.run_id, parent_id=state.parent_id, depth=state.depth, **data
         )
+
+
+class _SandboxStart:
+    """A run's sandbox, started in the background.
+
+    A run's first model turn needs only the context's description, so the sandbox's start-up
+    (the isolated worker's is ~75 ms) overlaps the first model request instead of preceding
+    it. Each model turn goes through :meth:`alongside`, which returns once both the reply and
+    the sandbox are ready; a sandbox that fails to start cancels the pending request and its
+    error is raised at once, as before. A start in progress is never cancelled half-way (it
+    could leave a worker process behind): :meth:`close` lets it finish, then closes.
+    """
+
+    def __init__(self, sandbox: Sandbox, context: Any) -> None:
+        self.sandbox = sandbox
+        self._task = asyncio.ensure_future(self._start(context))
+
+    async def _start(self, context: Any) -> None:
+        await self.sandbox.__aenter__()
+        await self.sandbox.load_context(context)
+
+    @property
+    def ready(self) -> bool:
+        """The sandbox started and holds the context."""
+        return self._task.done() and not self._task.cancelled() and not self._task.exception()
+
+    async def alongside(self, request: Awaitable[ModelResponse]) -> ModelResponse:
+        """``request``'s reply, once the sandbox is ready too."""
+        if self._task.done():
+            self._task.result()  # a failed start raises here
+            return await request
+        pending = asyncio.ensure_future(request)
+        await asyncio.wait({pending, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done() and self._task.exception() is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+            self._task.result()
+        reply = await pending
+        await asyncio.shield(self._task)
+        return reply
+
+    async def close(self) -> None:
+        # An error of the start was raised already, or is not the one to report.
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(self._task)
+        await self.sandbox.aclose()
 
 
 def _is_fatal(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import ipaddress
 import os
@@ -52,6 +53,7 @@ _CONTEXT_LENGTH = re.compile(
 _MAX_RETRY_AFTER_S = 600.0
 
 
+@functools.lru_cache(maxsize=256)  # asked once per request: parse each URL once
 def is_loopback(url: str) -> bool:
     host = (urlparse(url).hostname or "").lower()
     if host == "localhost":
