@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -416,45 +417,18 @@ class Engine:
         call_id: str | None = None,
     ) -> ModelResponse:
         """One model request: traced, timed, and charged to the shared budget."""
-        request_id = f"{state.run_id}-r{next(self._request_ids)}"
-        self._emit(
-            state,
-            "model_request",
-            request_id=request_id,
-            call_id=call_id,
-            model=model.name,
+        return await traced_request(
+            functools.partial(self._emit, state),
+            self.budget,
+            model,
+            messages,
+            settings,
+            request_id=f"{state.run_id}-r{next(self._request_ids)}",
+            depth=depth,
+            trace_messages=trace_messages,
             iteration=iteration,
-            messages=trace_messages,
-            total_messages=len(messages),
-            request_depth=depth,
-        )
-        started = time.monotonic()
-        try:
-            response = await model.request(messages, settings)
-        except ModelError as exc:
-            self._emit(
-                state,
-                "model_response",
-                request_id=request_id,
-                call_id=call_id,
-                model=model.name,
-                error=str(exc),
-                duration_s=round(time.monotonic() - started, 6),
-                request_depth=depth,
-            )
-            raise
-        cost = self.budget.record(model, response, depth)
-        self._emit(
-            state,
-            "model_response",
-            request_id=request_id,
             call_id=call_id,
-            model=model.name,
-            **response_fields(response, cost),
-            duration_s=round(time.monotonic() - started, 6),
-            request_depth=depth,
         )
-        return response
 
     # ------------------------------------------------------------------ misc
     def _emit(self, state: RunState, type_: str, **data: Any) -> None:
@@ -463,6 +437,63 @@ class Engine:
         self.tracer.emit(
             type_, run_id=state.run_id, parent_id=state.parent_id, depth=state.depth, **data
         )
+
+
+async def traced_request(
+    emit: Callable[..., None],
+    budget: Budget,
+    model: Model,
+    messages: Sequence[Message],
+    settings: ModelSettings | None,
+    *,
+    request_id: str,
+    depth: int,
+    trace_messages: list[dict[str, str]],
+    iteration: int | None = None,
+    call_id: str | None = None,
+) -> ModelResponse:
+    """Send one request to ``model``: ``model_request`` / ``model_response`` events through
+    ``emit(type, **data)``, its usage and cost recorded in ``budget`` at ``depth``.
+
+    ``trace_messages`` is what the trace shows of ``messages`` (a run's turns log only the
+    messages added since its previous request). The engine's turns and sub-calls and the
+    benchmark's baselines all send their requests through here, so every trace reads alike.
+    """
+    emit(
+        "model_request",
+        request_id=request_id,
+        call_id=call_id,
+        model=model.name,
+        iteration=iteration,
+        messages=trace_messages,
+        total_messages=len(messages),
+        request_depth=depth,
+    )
+    started = time.monotonic()
+    try:
+        response = await model.request(messages, settings)
+    except ModelError as exc:
+        emit(
+            "model_response",
+            request_id=request_id,
+            call_id=call_id,
+            model=model.name,
+            error=str(exc),
+            duration_s=round(time.monotonic() - started, 6),
+            request_depth=depth,
+        )
+        raise
+    cost = budget.record(model, response, depth)
+    emit(
+        "model_response",
+        request_id=request_id,
+        call_id=call_id,
+        model=model.name,
+        **response_fields(response, cost),
+        duration_s=round(time.monotonic() - started, 6),
+        request_depth=depth,
+    )
+    return response
 
 
 class _SandboxStart:

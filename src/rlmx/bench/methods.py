@@ -27,11 +27,12 @@ from rlmx.bench.base import BASELINES, BenchItem
 from rlmx.bench.bm25 import BM25Index
 from rlmx.bench.tokens import count_tokens
 from rlmx.context import describe_context
+from rlmx.engine import traced_request
 from rlmx.exceptions import ConfigError
 from rlmx.limits import Budget, Limits
 from rlmx.models.base import Message, Model, ModelSettings
 from rlmx.result import RLMResult
-from rlmx.trace import JSONLTraceSink, Tracer, response_fields
+from rlmx.trace import JSONLTraceSink, Tracer
 
 __all__ = [
     "BASELINES",
@@ -189,43 +190,20 @@ class _BaselineRun:
             self.iterations += 1
             iteration = self.iterations
         self._requests += 1
-        request_id = f"{self.run_id}-r{self._requests}"
         messages = [Message("user", prompt)]
-        self._emit(
-            "model_request",
-            request_id=request_id,
-            call_id=call_id,
-            model=model.name,
-            iteration=iteration,
-            messages=[m.to_dict() for m in messages],
-            total_messages=1,
-            request_depth=depth,
-        )
-        started = time.monotonic()
         async with self.budget.request_slots:
-            try:
-                response = await model.request(messages, self.setup.settings)
-            except Exception as exc:
-                self._emit(
-                    "model_response",
-                    request_id=request_id,
-                    call_id=call_id,
-                    model=model.name,
-                    error=str(exc),
-                    duration_s=round(time.monotonic() - started, 6),
-                    request_depth=depth,
-                )
-                raise
-        cost = self.budget.record(model, response, depth)
-        self._emit(
-            "model_response",
-            request_id=request_id,
-            call_id=call_id,
-            model=model.name,
-            **response_fields(response, cost),
-            duration_s=round(time.monotonic() - started, 6),
-            request_depth=depth,
-        )
+            response = await traced_request(
+                self._emit,
+                self.budget,
+                model,
+                messages,
+                self.setup.settings,
+                request_id=f"{self.run_id}-r{self._requests}",
+                depth=depth,
+                trace_messages=[m.to_dict() for m in messages],
+                iteration=iteration,
+                call_id=call_id,
+            )
         return response.text
 
     async def sub_call(self, prompt: str) -> str:
