@@ -661,6 +661,12 @@ class TrecWindows:
             )
         return self._windows[key]
 
+    def labelled_context(self, item: BenchItem) -> str:
+        """The context of ``item`` with each row's gold label (for checking, never for a
+        method)."""
+        window = self.window(item.length, int(item.meta["seed"]), int(item.meta["window"]))
+        return render_window(window, with_labels=True)
+
 
 class OolongTask(TrecWindows):
     """The ``oolong`` benchmark: 25 questions per window of TREC rows, scored as OOLONG does.
@@ -729,12 +735,6 @@ class OolongTask(TrecWindows):
                 )
             index += 1
         return items
-
-    def labelled_context(self, item: BenchItem) -> str:
-        """The context of ``item`` with each row's gold label (for checking, never for a
-        method)."""
-        window = self.window(item.length, int(item.meta["seed"]), int(item.meta["window"]))
-        return render_window(window, with_labels=True)
 
     def score(self, item: BenchItem, answer: str) -> float:
         """OOLONG's official per-question score of ``answer``."""

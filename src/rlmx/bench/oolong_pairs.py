@@ -268,12 +268,6 @@ class OolongPairsTask(TrecWindows):
             )
         return items
 
-    def labelled_context(self, item: BenchItem) -> str:
-        """The context of ``item`` with each row's gold label (for checking, never for a
-        method)."""
-        window = self.window(item.length, int(item.meta["seed"]), int(item.meta["window"]))
-        return render_window(window, with_labels=True)
-
     def score(self, item: BenchItem, answer: str) -> float:
         """F1 between the pairs in ``answer`` and the gold pairs."""
         gold: list[list[int]] = item.gold
