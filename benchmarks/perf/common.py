@@ -192,6 +192,16 @@ class Measure:
         }
 
 
+def check_answer(
+    out: dict[str, Any], result: dict[str, Any], workload: str, params: dict[str, Any], context: Any
+) -> None:
+    """Put one run's ``result`` into ``out`` with whether its answer is the workload's."""
+    out.update(result)
+    expected = expected_answer(workload, params, len(context) if isinstance(context, str) else 0)
+    out["correct"] = int(result.get("answer") == expected)
+    out["expected"] = expected
+
+
 def emit(out: str, payload: dict[str, Any]) -> None:
     """Write the driver's one JSON result to ``out`` (stdout may carry the REPL's prints)."""
     Path(out).write_text(json.dumps(payload))

@@ -108,12 +108,7 @@ def main() -> None:
         out["construct_s"] = time.monotonic() - built
         with common.Measure() as measure:
             one_result = run_one(rlm, context, f"Run the {workload} workload.")
-        out.update(one_result)
-        expected = common.expected_answer(
-            workload, params, len(context) if isinstance(context, str) else 0
-        )
-        out["correct"] = int(one_result.get("answer") == expected)
-        out["expected"] = expected
+        common.check_answer(out, one_result, workload, params, context)
     out.update(measure.result)
     out["context_chars"] = len(context) if isinstance(context, str) else None
     common.emit(spec["out"], out)

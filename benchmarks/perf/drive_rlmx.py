@@ -125,12 +125,7 @@ def main() -> None:
     else:
         with common.Measure() as measure:
             one = run_one(rlm, context, f"Run the {workload} workload.")
-        out.update(one)
-        expected = common.expected_answer(
-            workload, params, len(context) if isinstance(context, str) else 0
-        )
-        out["correct"] = int(one.get("answer") == expected)
-        out["expected"] = expected
+        common.check_answer(out, one, workload, params, context)
     out.update(measure.result)
     out["context_chars"] = len(context) if isinstance(context, str) else None
     common.emit(spec["out"], out)
