@@ -113,7 +113,7 @@ def add_parser(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     from rlmx.bench.methods import MethodSetup, parse_method
     from rlmx.bench.report import write_plots, write_summary
-    from rlmx.bench.runner import BenchConfig, BenchRunner
+    from rlmx.bench.runner import BenchConfig, BenchRunner, load_results
     from rlmx.bench.tasks import DEFAULT_LENGTHS, get_task
     from rlmx.bench.tokens import TOKENIZER_NAME
     from rlmx.cli._bench_console import BenchConsole
@@ -181,28 +181,29 @@ def handle(args: argparse.Namespace) -> int:
     console = None if args.quiet else BenchConsole()
     runner = BenchRunner(task, config, setup, progress=console)
 
-    async def run_all() -> list[dict[str, Any]]:
+    async def run_all() -> None:
         try:
-            return await runner.arun()
+            await runner.arun()
         finally:
             await model.aclose()
             await sub_model.aclose()
 
     try:
-        records = asyncio.run(run_all())
+        asyncio.run(run_all())
     finally:
         if console is not None:
             console.close()
         if cache is not None:
             cache.close()
-        _write_reports(out, config, TOKENIZER_NAME, write_summary)
+        # the summary of whatever the folder holds, even after an interruption or an error
+        records = load_results(out)
+        summary_config = {**config.to_dict(), "tokenizer": TOKENIZER_NAME}
+        rows = write_summary(out, records, summary_config) if records else []
     wanted = {(m.label, length) for m in methods for length in config.lengths}
     mine = [r for r in records if (r["method"], r.get("length")) in wanted]
-    if not args.no_plots:
-        from rlmx.bench.report import summarise
-
+    if not args.no_plots and rows:
         try:
-            for path in write_plots(out, summarise(records)):
+            for path in write_plots(out, rows):
                 sys.stderr.write(f"rlmx: plot written to {path}\n")
         except ConfigError as exc:
             sys.stderr.write(f"rlmx: warning: {exc}\n")
@@ -218,12 +219,3 @@ def handle(args: argparse.Namespace) -> int:
         )
         return EXIT_MODEL
     return EXIT_OK
-
-
-def _write_reports(out: Path, config: Any, tokenizer: str, write_summary: Any) -> None:
-    """The summary of whatever the folder holds, even after an interruption or an error."""
-    from rlmx.bench.runner import load_results
-
-    records = load_results(out)
-    if records:
-        write_summary(out, records, {**config.to_dict(), "tokenizer": tokenizer})
