@@ -149,45 +149,44 @@ def write_plots(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
             'Plots need matplotlib: pip install "rlmx[bench]" (the summary was written).'
         ) from exc
     written: list[Path] = []
-    for task in sorted({r["task"] for r in rows}):
+
+    def save(task: str, kind: str, xlabel: str, title: str, draw: Any) -> None:
+        """One score plot: ``draw(ax, method, rows)`` adds each method's points."""
         task_rows = [r for r in rows if r["task"] == task]
-        methods = sorted({r["method"] for r in task_rows}, key=_method_order)
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        for method in methods:
-            points = sorted((r["length"], r["score"]) for r in task_rows if r["method"] == method)
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("context length (tokens)")
+        for method in sorted({r["method"] for r in task_rows}, key=_method_order):
+            draw(ax, method, [r for r in task_rows if r["method"] == method])
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("score")
         ax.set_ylim(-3, 103)
-        ax.set_title(f"{task}: score vs context length")
+        ax.set_title(f"{task}: {title}")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = out / f"{_file_part(task)}_score_vs_length.png"
+        path = out / f"{_file_part(task)}_{kind}.png"
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
 
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        for method in methods:
-            points = [
-                (float(r["mean_cost_usd"]), r["score"])
-                for r in task_rows
-                if r["method"] == method and r["mean_cost_usd"] is not None
-            ]
-            ax.scatter([p[0] for p in points], [p[1] for p in points], label=method)
-        ax.set_xlabel("mean cost per item (USD)")
-        ax.set_ylabel("score")
-        ax.set_ylim(-3, 103)
-        ax.set_title(f"{task}: cost vs score (one point per method x length)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out / f"{_file_part(task)}_cost_vs_score.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+    def by_length(ax: Any, method: str, method_rows: list[dict[str, Any]]) -> None:
+        points = sorted((r["length"], r["score"]) for r in method_rows)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        ax.set_xscale("log", base=2)
+
+    def by_cost(ax: Any, method: str, method_rows: list[dict[str, Any]]) -> None:
+        points = [
+            (float(r["mean_cost_usd"]), r["score"])
+            for r in method_rows
+            if r["mean_cost_usd"] is not None
+        ]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], label=method)
+
+    for task in sorted({r["task"] for r in rows}):
+        save(
+            task, "score_vs_length", "context length (tokens)", "score vs context length", by_length
+        )
+        title = "cost vs score (one point per method x length)"
+        save(task, "cost_vs_score", "mean cost per item (USD)", title, by_cost)
     return written
 
 
